@@ -1,0 +1,11 @@
+"""qwenlab: a Qwen2.5-class language model rebuilt from its parts, one concept per module."""
+
+from .config import ConfigError, QwenConfig
+from .generate import generate
+from .kv_cache import KVCache, kv_cache_bytes
+from .model import CausalLMOutput, QwenForCausalLM, QwenModel
+
+__version__ = "0.1.0"
+
+__all__ = ["CausalLMOutput", "ConfigError", "KVCache", "QwenConfig", "QwenForCausalLM",
+           "QwenModel", "generate", "kv_cache_bytes"]
