@@ -1,0 +1,53 @@
+# qwenlab: every target creates .venv when it is missing and installs what it needs.
+#   make test       unit, parity and checker tests + strict nbval on every notebook
+#   make book       execute every chapter and build the Jupyter Book (book/_build/html)
+#   make lab        JupyterLab on chapters/
+#   make notebooks  regenerate each .ipynb from its jupytext .py and execute it
+#   make bench      benchmarks/*.py: qwenlab against transformers, side by side
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+# The torch build installed first. 2.13.0 is the tested version (a CPU build here); a bare
+# "torch" would let pip choose, which on Linux means a multi-GB CUDA build.
+TORCH ?= torch==2.13.0
+NBVAL := --nbval --nbval-current-env --nbval-sanitize-with tests/nbval_sanitize.cfg
+SOURCES := $(sort $(wildcard chapters/[0-9]*.py solutions/[0-9]*.py))
+BENCHMARKS := $(sort $(filter-out benchmarks/_%,$(wildcard benchmarks/*.py)))
+
+.PHONY: test book lab notebooks bench lint clean
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install --quiet "$(TORCH)"
+
+$(VENV)/.installed-%: pyproject.toml | $(PY)
+	$(PY) -m pip install --quiet -e ".[$*]"
+	touch $@
+
+test: $(VENV)/.installed-dev
+	$(PY) -m pytest tests chapters solutions $(NBVAL)
+
+notebooks: $(VENV)/.installed-dev
+	@for src in $(SOURCES); do \
+	  echo "== $$src"; \
+	  $(PY) -m jupytext --to ipynb --set-kernel python3 "$$src" && \
+	  $(PY) -m jupyter nbconvert --to notebook --execute --inplace \
+	    --ExecutePreprocessor.timeout=600 "$${src%.py}.ipynb" || exit 1; \
+	done
+
+book: $(VENV)/.installed-book
+	$(VENV)/bin/jupyter-book build --all book
+
+lab: $(VENV)/.installed-course
+	$(VENV)/bin/jupyter lab chapters
+
+bench: $(VENV)/.installed-dev
+	@for b in $(BENCHMARKS); do echo "== $$b"; (cd benchmarks && ../$(PY) $$(basename $$b)) || exit 1; done
+
+lint: $(VENV)/.installed-dev
+	$(VENV)/bin/ruff check qwenlab tests benchmarks
+
+clean:
+	rm -rf book/_build .pytest_cache
