@@ -21,14 +21,14 @@ also provides the single-token decode attention that generation uses.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .config import QwenConfig
+from .config import ATTN_BACKENDS, QwenConfig
 from .rope import apply_rope
 
 # A backend is a pair of functions:
@@ -58,6 +58,8 @@ def register_backend(backend: Backend, auto_priority: int | None = None) -> None
     """Make ``backend`` available as ``attn_backend=backend.name``; with a priority (0 = first
     choice), "auto" may choose it."""
     _BACKENDS[backend.name] = backend
+    if backend.name not in ATTN_BACKENDS:
+        ATTN_BACKENDS.append(backend.name)
     if auto_priority is not None:
         if backend.name in _AUTO_ORDER:
             _AUTO_ORDER.remove(backend.name)

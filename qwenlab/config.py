@@ -22,7 +22,8 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
-ATTN_BACKENDS = ("eager", "sdpa", "triton", "auto")
+# Names a config may ask for; qwenlab.attention.register_backend adds new ones.
+ATTN_BACKENDS = ["eager", "sdpa", "triton", "auto"]
 
 # size: (vocab, layers, heads, kv_heads, hidden, intermediate, tied)
 _QWEN25_SIZES: dict[str, tuple[int, int, int, int, int, int, bool]] = {

@@ -101,7 +101,7 @@ def _one_token_forward(model, state: DecodeState, tokens: torch.Tensor) -> torch
     backend = get_backend(cfg.attn_backend, tokens.device)
 
     h = F.embedding(tokens, model.model.embed_tokens.weight)  # (B, C)
-    for layer, (w_qkv, b_qkv) in zip(model.model.layers, state.fused_qkv):
+    for layer, (w_qkv, b_qkv) in zip(model.model.layers, state.fused_qkv, strict=True):
         attn = layer.self_attn
         qkv = torch.addmm(b_qkv, _rms_norm(layer.input_layernorm, h), w_qkv)  # (B, (H+2Hkv)D)
         qk = qkv[:, :(H + Hkv) * D].view(B, H + Hkv, D)

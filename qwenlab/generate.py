@@ -48,7 +48,6 @@ def top_p_filter(logits: torch.Tensor, top_p: float) -> torch.Tensor:
     return logits.masked_fill(drop, float("-inf"))
 
 
-@torch.inference_mode()
 def generate(model, input_ids: torch.Tensor, max_new_tokens: int, temperature: float = 0.0,
              top_k: int | None = None, top_p: float | None = None,
              eos_token_id: int | list[int] | None = None, pad_token_id: int | None = None,
@@ -60,8 +59,20 @@ def generate(model, input_ids: torch.Tensor, max_new_tokens: int, temperature: f
     on_token: called with each step's new tokens (B,) as they are chosen (for streaming).
     use_cache=False recomputes the whole sequence at every step (to measure what the cache buys).
     """
+    with torch.inference_mode():
+        tokens = _generate(model, input_ids, max_new_tokens, temperature, top_k, top_p,
+                           eos_token_id, pad_token_id, attention_mask, generator, seed,
+                           use_cache, on_token)
+    # A plain tensor again (inference-mode tensors cannot enter autograd), so generated
+    # samples can be trained on, as on-policy post-training does.
+    return tokens.clone()
+
+
+def _generate(model, input_ids, max_new_tokens, temperature, top_k, top_p, eos_token_id,
+              pad_token_id, attention_mask, generator, seed, use_cache, on_token):
     if input_ids.dim() != 2:
-        raise ValueError(f"input_ids must be (batch, prompt_len), got shape {tuple(input_ids.shape)}")
+        raise ValueError("input_ids must be (batch, prompt_len), "
+                         f"got shape {tuple(input_ids.shape)}")
     if eos_token_id is None:
         eos_token_id = model.config.eos_token_id
     stop_ids = _as_id_tensor(eos_token_id, input_ids.device)
