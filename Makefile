@@ -38,7 +38,7 @@ notebooks: $(VENV)/.installed-dev
 	done
 
 book: $(VENV)/.installed-book
-	$(VENV)/bin/jupyter-book build --all book
+	$(VENV)/bin/jupyter-book build --all . --config book/_config.yml --toc book/_toc.yml --path-output book
 
 lab: $(VENV)/.installed-course
 	$(VENV)/bin/jupyter lab chapters
