@@ -1,5 +1,6 @@
 """qwenlab: a Qwen2.5-class language model rebuilt from its parts, one concept per module."""
 
+from . import checks, env, hf
 from .config import ConfigError, QwenConfig
 from .generate import generate
 from .kv_cache import KVCache, kv_cache_bytes
@@ -7,5 +8,5 @@ from .model import CausalLMOutput, QwenForCausalLM, QwenModel
 
 __version__ = "0.1.0"
 
-__all__ = ["CausalLMOutput", "ConfigError", "KVCache", "QwenConfig", "QwenForCausalLM",
-           "QwenModel", "generate", "kv_cache_bytes"]
+__all__ = ["checks", "env", "hf", "CausalLMOutput", "ConfigError", "KVCache", "QwenConfig",
+           "QwenForCausalLM", "QwenModel", "generate", "kv_cache_bytes"]
