@@ -8,6 +8,7 @@ grader prints and returns.
 from ._grading import CheckResult, grade
 from .attention import *  # noqa: F403  (chapter 04)
 from .decoder import *  # noqa: F403  (chapter 05)
+from .flash import *  # noqa: F403  (chapter 06)
 from .mlp import *  # noqa: F403  (chapter 03)
 from .norm import *  # noqa: F403  (chapter 02)
 from .rope import *  # noqa: F403  (chapter 01)
