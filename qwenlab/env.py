@@ -61,9 +61,9 @@ def environment_report() -> dict[str, str]:
     }
 
 
-def print_environment() -> None:
-    """The report as aligned ``key: value`` lines."""
-    report = environment_report()
+def print_environment(extra: dict[str, str] | None = None) -> None:
+    """The report, plus any ``extra`` rows, as aligned ``key: value`` lines."""
+    report = {**environment_report(), **(extra or {})}
     width = max(len(key) for key in report) + 1   # +1 for the colon
     for key, value in report.items():
         print(f"{key + ':':<{width}} {value}")
