@@ -26,18 +26,27 @@ $(VENV)/.installed-%: pyproject.toml | $(PY)
 	$(PY) -m pip install --quiet -e ".[$*]"
 	touch $@
 
-test: $(VENV)/.installed-dev
+test: $(VENV)/.installed-dev book/mathjax/es5/tex-chtml.js
 	$(PY) -m pytest tests chapters solutions $(NBVAL)
 
 notebooks: $(VENV)/.installed-dev
 	@for src in $(SOURCES); do \
-	  echo "== $$src"; \
-	  $(PY) -m jupytext --to ipynb --set-kernel python3 "$$src" && \
+	  nb="$${src%.py}.ipynb"; echo "== $$src"; \
+	  $(PY) -m jupytext --to ipynb --set-kernel python3 "$$src" || exit 1; \
+	  started=$$(date +%s.%N); \
 	  $(PY) -m jupyter nbconvert --to notebook --execute --inplace \
-	    --ExecutePreprocessor.timeout=600 "$${src%.py}.ipynb" || exit 1; \
+	    --ExecutePreprocessor.timeout=600 "$$nb" || exit 1; \
+	  $(PY) -m qwenlab.course --record "$$nb" "$$started"; \
 	done
 
-book: $(VENV)/.installed-book
+# MathJax served from the book itself, so formulas render offline (from the npm registry).
+book/mathjax/es5/tex-chtml.js:
+	rm -rf book/.npm book/mathjax && mkdir -p book/.npm book/mathjax
+	npm install --silent --no-audit --no-fund --prefix book/.npm mathjax@3
+	cp -r book/.npm/node_modules/mathjax/es5 book/mathjax/es5
+	rm -rf book/.npm
+
+book: $(VENV)/.installed-book book/mathjax/es5/tex-chtml.js
 	$(VENV)/bin/jupyter-book build --all . --config book/_config.yml --toc book/_toc.yml --path-output book
 
 lab: $(VENV)/.installed-course

@@ -14,6 +14,9 @@
 # %% [markdown]
 # # 00 · Welcome to qwenlab
 #
+# [![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://colab.research.google.com/github/qwenlab/qwenlab/blob/main/chapters/00_welcome.ipynb)  
+# *On `SCALE="gpu"` this chapter needs:* any GPU, or none.
+#
 # In this course you rebuild **Qwen2.5**, a family of open large language models from 0.5B to
 # 72B parameters, from its parts: rotary positions, RMSNorm, the SwiGLU MLP, grouped-query
 # attention with a KV cache, the decoder, the tokenizer, and then the recipe that turns a
