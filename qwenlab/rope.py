@@ -66,9 +66,15 @@ class RotaryEmbedding(nn.Module):
         self.inv_freq = rope_inv_freq(self.head_dim, self.theta).to(device)
         self._build(self.cos_cached.shape[0])
 
-    def forward(self, position_ids: torch.Tensor, num_positions: int
+    def forward(self, position_ids: torch.Tensor, num_positions: int | None = None
                 ) -> tuple[torch.Tensor, torch.Tensor]:
-        """cos, sin of shape (B, T, D) for ``position_ids`` (B, T), all below ``num_positions``."""
+        """cos, sin of shape (B, T, D) for ``position_ids`` (B, T), all below ``num_positions``.
+
+        The model passes ``num_positions`` (it knows the cache length); without it the table
+        is sized from the largest position asked for.
+        """
+        if num_positions is None:
+            num_positions = int(position_ids.max()) + 1
         if num_positions > self.cos_cached.shape[0]:
             self._build(max(num_positions, 2 * self.cos_cached.shape[0]))
         return self.cos_cached[position_ids], self.sin_cached[position_ids]
