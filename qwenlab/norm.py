@@ -6,9 +6,10 @@ Compared with LayerNorm it drops the mean subtraction and the bias: one statisti
 two, and in practice no loss of quality. Qwen2.5 normalises before attention and before the MLP
 ("pre-norm") and once more before the LM head, with eps = 1e-6.
 
-The mean of squares is computed in float32 even when the model runs in bf16: squares of
-activations in the hundreds overflow fp16 and lose most of their digits in bf16, and the
-normalised vector is cast back to the model's dtype only after the division.
+The mean of squares is computed in float32 even when the model runs in bf16 or fp16: squares
+of activations in the hundreds overflow fp16 (300^2 > 65504), and a sum of many squares kept
+in bf16 stops growing once the next square falls below its last digit (in bf16, 256 + 1 = 256).
+The normalised vector is cast back to the model's dtype only after the division.
 """
 
 from __future__ import annotations
