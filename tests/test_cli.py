@@ -53,7 +53,8 @@ def test_chat_streams_a_reply_from_a_local_checkpoint(tmp_path):
     out = run("chat", "--model", str(tmp_path), "--max-new-tokens", "5", "--temperature", "0",
               stdin="Hello!\nAnd again?\n")
     assert out.returncode == 0, out.stderr
-    assert out.stdout.strip(), "no reply was streamed"  # random weights: any text will do
+    # random weights: the text is noise, but each of the two replies ends with a newline
+    assert out.stdout.count("\n") >= 2
 
 
 def test_stream_reply_writes_what_it_returns():
