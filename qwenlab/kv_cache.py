@@ -70,6 +70,9 @@ class KVCache:
         calls ``advance`` once all layers have.
         """
         start, end = self.length, self.length + k.shape[2]
+        if k.dtype != self.keys.dtype:
+            raise TypeError(f"the cache holds {self.keys.dtype} but the model produced {k.dtype}; "
+                            "create the KVCache with the model's dtype")
         if end > self.max_len:
             raise RuntimeError(f"KV cache is full: it holds {self.max_len} tokens and "
                                f"{end} were asked for; create it with a larger max_len")

@@ -118,3 +118,9 @@ def test_gqa_shrinks_the_cache_by_kv_heads_over_heads():
 def test_unknown_dtype_name_is_refused():
     with pytest.raises(ValueError, match="unknown dtype 'fp12'"):
         kv_cache_bytes(QwenConfig.tiny(), 1, 10, "fp12")
+
+
+def test_cache_of_another_dtype_than_the_model_says_so(model):
+    cache = KVCache(model.config, batch_size=1, max_len=8, dtype=torch.bfloat16)
+    with pytest.raises(TypeError, match="the cache holds torch.bfloat16 but the model produced torch.float32"):
+        model(torch.zeros(1, 3, dtype=torch.long), cache=cache)
