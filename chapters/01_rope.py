@@ -14,6 +14,9 @@
 # %% [markdown]
 # # 01 · RoPE: positions as rotations
 #
+# [![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://colab.research.google.com/github/qwenlab/qwenlab/blob/main/chapters/01_rope.ipynb)  
+# *On `SCALE="gpu"` this chapter needs:* none: the CPU is enough.
+#
 # Attention compares a query with every key through a dot product $q \cdot k$. Nothing in that
 # number says *where* the two tokens are: shuffle the keys and each one gets the same score as
 # before. The original Transformer fixed this by adding a position vector to each token's

@@ -14,6 +14,9 @@
 # %% [markdown]
 # # 02 · RMSNorm, and why it runs in float32
 #
+# [![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://colab.research.google.com/github/qwenlab/qwenlab/blob/main/chapters/02_rmsnorm.ipynb)  
+# *On `SCALE="gpu"` this chapter needs:* none: the CPU is enough.
+#
 # Every Qwen2.5 block normalises its input twice: once before attention, once before the MLP.
 # The normalisation is **RMSNorm**, a simpler cousin of LayerNorm, and it hides one detail
 # that matters a great deal in practice: even when the model runs in bfloat16, the statistic

@@ -14,6 +14,9 @@
 # %% [markdown]
 # # 03 · SwiGLU: the gated MLP
 #
+# [![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://colab.research.google.com/github/qwenlab/qwenlab/blob/main/chapters/03_swiglu.ipynb)  
+# *On `SCALE="gpu"` this chapter needs:* none: the CPU is enough.
+#
 # After attention has mixed information across positions, each Qwen2.5 block passes every
 # token through an MLP on its own. It is not the two-layer ReLU/GELU network of the original
 # Transformer but a **gated** one, SwiGLU, with three weight matrices. Most of a Qwen2.5

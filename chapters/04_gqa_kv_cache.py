@@ -14,6 +14,9 @@
 # %% [markdown]
 # # 04 · Grouped-query attention and the KV cache
 #
+# [![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://colab.research.google.com/github/qwenlab/qwenlab/blob/main/chapters/04_gqa_kv_cache.ipynb)  
+# *On `SCALE="gpu"` this chapter needs:* a T4 (16 GB) for the long-context timings.
+#
 # A model that writes text produces one token at a time, and each new token attends over
 # every token before it. Two ideas make that affordable, and Qwen2.5 uses both:
 #

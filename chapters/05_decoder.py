@@ -14,6 +14,9 @@
 # %% [markdown]
 # # 05 · The decoder: the whole Qwen2.5 model
 #
+# [![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://colab.research.google.com/github/qwenlab/qwenlab/blob/main/chapters/05_decoder.ipynb)  
+# *On `SCALE="gpu"` this chapter needs:* a T4 (16 GB; fp16, no bf16) to chat with Qwen2.5-0.5B-Instruct.
+#
 # Chapters 01–04 built the parts: rotary position embeddings, RMSNorm, the SwiGLU MLP and
 # grouped-query attention with its KV cache. This chapter puts them together into the model
 # that Qwen2.5 ships, from 0.5B to 72B parameters, and then makes it talk.
