@@ -585,68 +585,81 @@ checks.check_apply_rope(apply_rope_exercise)
 # %% [markdown]
 # ## 9 · Review questions
 #
-# **1.** Attention rotates the queries and the keys. Why not the values too?
-#
-# <details><summary>Answer</summary>
-#
-# Position has to enter the *scores*, and a score is $q \cdot k$: rotating both makes it
-# depend on the offset $m - n$. Values are what gets mixed once the scores are decided; a value
-# rotated by its own position would carry its absolute position into the output, which is not
-# the relative signal RoPE is after. Qwen2.5 (like transformers' Qwen2) rotates $q$ and $k$ only.
-#
-# </details>
-#
-# **2.** You load a Qwen2.5 checkpoint into code that applies *interleaved* RoPE. It runs
-# without an error. What goes wrong, and how would you fix it without changing the code?
-#
-# <details><summary>Answer</summary>
-#
-# Every score except at offset 0 changes: the coordinates the checkpoint trained to turn
-# together, $(i, i + d/2)$, are no longer rotated together, so a head that looks a fixed
-# distance back (like the one in section 5) attends to the wrong tokens, and the output is
-# garbage while every shape is right. Fix: permute the rows of the `q_proj` and `k_proj`
-# weights (and their biases) within each head, so that coordinate $i$ goes to $2i$ and
-# coordinate $i + d/2$ to $2i + 1$; interleaved RoPE of the permuted vector is the permuted
-# rotate-half RoPE, so every score comes back.
-#
-# </details>
-#
-# **3.** During generation with a KV cache, the new token sits at position 57. Which angles
-# does its query get, and what about the 57 cached keys?
-#
-# <details><summary>Answer</summary>
-#
-# The query is rotated by $57\,\theta_i$: its `position_ids` is `[[57]]`, not `[[0]]`
-# (exercise 3's decode rows). The cached keys were rotated at their own positions when they
-# were written, and RoPE never needs to touch them again: the score of query 57 with key $n$
-# depends on $57 - n$ only. That is why a cache can store rotated keys.
-#
-# </details>
-#
-# **4.** Qwen2.5 uses `rope_theta = 1e6` where RoFormer used `1e4`. What changes and what
-# does not?
-#
-# <details><summary>Answer</summary>
-#
-# Pair 0 is unchanged ($\theta_0 = 1$ for every base, wavelength 6.28 tokens), so neighbouring
-# tokens are resolved as finely as before. The slow pairs get much slower: at head_dim 128 the
-# longest wavelength goes from about 54K to about 5M tokens, and the number of pairs that wrap
-# around within 32K drops from 60 to 40 of 64. Distant positions stay distinguishable, and the
-# long-range decay of the score is much slower (for the all-ones example, 0.24 instead of
-# 0.06 at 32K), which suits a 32K-128K context.
-#
-# </details>
-#
-# **5.** The angles $m\,\theta_i$ are computed in float32 even when the model runs in bf16.
-# Why?
-#
-# <details><summary>Answer</summary>
-#
-# bf16 keeps 8 significant bits: between 512 and 1024 it can only represent multiples of 4.
-# Position 1,001 times $\theta_0 = 1$ would round to 1,000, an error of a whole radian for the
-# fastest pair, and far positions would collapse onto each other. float32 keeps 24 bits, an
-# error of about $2\times10^{-3}$ rad at position 30,000 (section 4). So transformers and
-# `qwenlab.rope` compute the angles and their cos/sin in float32 and only then cast the
-# tables to the activations' dtype.
-#
-# </details>
+# Five questions on what this chapter showed. In JupyterLab or Colab, pick an answer and press
+# **Check**; in the book, open **Answer** under each question.
+
+# %%
+from qwenlab.quiz import Question, quiz  # noqa: E402
+
+quiz([
+    Question("Qwen2.5 rotates the queries and the keys. Why not the values too?",
+             ["Rotating the values would change their lengths and destabilise training",
+              "Position must enter the scores q · k; a rotated value would carry its absolute "
+              "position into the output",
+              "The values have fewer heads than the queries (GQA), so the cos/sin tables "
+              "would not fit them",
+              "They are rotated too, inside o_proj, once the heads are concatenated again"],
+             answer=1,
+             why="Turning q by mθ and k by nθ leaves the score q · R((n − m)θ) k, a function "
+                 "of the offset only. Values are what the scores mix, and RoPE is after a "
+                 "relative signal, not an absolute one. Lengths are not the reason (rotations "
+                 "keep them), nor the head count (k has as few heads as v and is rotated)."),
+    Question("You load a Qwen2.5 checkpoint into code that applies interleaved RoPE, pairing "
+             "(2i, 2i + 1). It runs without an error. What happens?",
+             ["Nothing: both pairings make every score depend only on the offset, so they "
+              "give the same scores",
+              "Only the slow pairs turn differently, so short prompts work and long ones "
+              "slowly degrade",
+              "Heads attend to the wrong tokens; permuting the rows of q_proj and k_proj "
+              "(and their biases) fixes it",
+              "The model is broken for good: only training it again with interleaved RoPE "
+              "can fix it"],
+             answer=2,
+             why="Both layouts are RoPE and depend only on the offset, but they turn different "
+                 "coordinates together, so for the same q and k they agree only at offset 0. "
+                 "The checkpoint was trained with pairs (i, i + d/2): section 5's look-3-back "
+                 "head peaked at key 12 with them and at key 14 interleaved. The layouts are a "
+                 "permutation apart: move coordinate i to 2i and i + d/2 to 2i + 1 in each "
+                 "head's rows of q_proj and k_proj, and every score comes back."),
+    Question("During generation with a KV cache, the new token sits at position 57. How are "
+             "its query and the 57 cached keys rotated?",
+             ["The query by 57·θ_i; each cached key keeps the rotation of its own position",
+              "The query by 0·θ_i, as it is the only token fed in; each cached key keeps its "
+              "own",
+              "The query by 57·θ_i, and every cached key is rotated again by 57·θ_i to stay "
+              "consistent",
+              "Neither: RoPE is applied once, to the prompt, during the prefill"],
+             answer=0,
+             why="The new token's position_ids is [[57]], not [[0]] (exercise 3's decode "
+                 "rows). The score of query 57 with key n depends on 57 − n only, so a key "
+                 "rotated once, at position n, when it was written never needs touching "
+                 "again: that is why a cache can store rotated keys."),
+    Question("Qwen2.5 uses rope_theta = 1e6 where RoFormer used 1e4. At head_dim 128, what "
+             "changes?",
+             ["Every pair turns 100 times slower, pair 0 included, so neighbours get harder "
+              "to tell apart",
+              "The number of pairs grows from 64 to 128, so each head resolves positions "
+              "more finely",
+              "Nothing at long range: the base only changes the angles of the first few "
+              "positions",
+              "Pair 0 is unchanged; the slow pairs get much slower, so fewer of them wrap "
+              "within 32K"],
+             answer=3,
+             why="θ_i = b^(−2i/d), so θ_0 = 1 for every base (wavelength 6.28 tokens): "
+                 "neighbours are resolved as finely as before. The base sets the slow end: the "
+                 "longest wavelength grows from 54,410 to 5,063,256 positions, 40 instead of "
+                 "60 of the 64 pairs wrap within 32K, and the all-ones score at 32K is 0.242 "
+                 "of d instead of 0.056, which suits a 32K-128K context."),
+    Question("The angles m·θ_i are computed in float32 even when the model runs in bf16. "
+             "Why?",
+             ["PyTorch has no cos and sin kernels for bf16 tensors, on CPU or on GPU",
+              "Only to match transformers bit for bit; bf16 angles would work as well",
+              "bf16 has 8 significant bits: 1,001 × θ_0 rounds to 1,000, a whole radian off",
+              "float32 cos/sin tables take less memory than bf16 ones at long context"],
+             answer=2,
+             why="Between 512 and 1024, bf16 can only represent multiples of 4, so far "
+                 "positions collapse onto each other. float32 keeps 24 bits: an error of about "
+                 "2e-3 rad at position 30,000 (section 4). So transformers and qwenlab.rope "
+                 "compute the angles and their cos/sin in float32 and cast only the finished "
+                 "tables to the activations' dtype."),
+])

@@ -509,62 +509,74 @@ checks.check_rms_norm_bf16(my_rms_norm_bf16)
 # %% [markdown]
 # ## Review questions
 #
-# **1.** What does RMSNorm compute that LayerNorm also computes, and what does it leave out?
-# Why is leaving it out acceptable?
-#
-# <details><summary>Answer</summary>
-#
-# Both divide by a root mean square and multiply by a learned gain. RMSNorm leaves out the
-# mean subtraction (so it uses $\frac{1}{C}\sum x_i^2$ instead of the variance) and the bias.
-# Zhang & Sennrich found that LayerNorm's benefit comes from invariance to the scale of its
-# input, which RMSNorm keeps; the re-centring was not needed, and a following linear layer can
-# learn any offset it wants (Qwen's q/k/v projections even have biases).
-#
-# </details>
-#
-# **2.** Qwen2.5-0.5B has how many RMSNorm layers, and where are they?
-#
-# <details><summary>Answer</summary>
-#
-# 49: in each of the 24 blocks, `input_layernorm` before attention and
-# `post_attention_layernorm` before the MLP (pre-norm), plus the final `model.norm` before the
-# LM head. Together 49 × 896 = 43,904 parameters.
-#
-# </details>
-#
-# **3.** You run a model in float16 and one token's outputs are all zero after the first norm.
-# What happened, and why would the same model in bfloat16 not show it?
-#
-# <details><summary>Answer</summary>
-#
-# A channel of that token had $|x| > 256$, so $x^2$ exceeded float16's maximum 65,504 and
-# became `inf`; the mean became `inf`, `rsqrt(inf) = 0`, and the whole vector was multiplied
-# by 0. bfloat16 has float32's exponent range, so $x^2$ stays finite. The fix in either case
-# is to compute the statistic in float32, as Qwen's RMSNorm does.
-#
-# </details>
-#
-# **4.** If bfloat16 cannot overflow, what does the float32 upcast buy a bfloat16 model?
-#
-# <details><summary>Answer</summary>
-#
-# Precision of the statistic. With 8 significant bits, a running sum of squares kept in
-# bfloat16 stops growing once it is a few hundred times larger than each term: for 8,192
-# channels it underestimates the mean of squares by about 70%, making every output too large.
-# PyTorch's reductions happen to accumulate in float32 already, but the upcast makes that a
-# guarantee for every implementation, and it fixes exactly which roundings happen, so that two
-# implementations (qwenlab and transformers) agree bit for bit.
-#
-# </details>
-#
-# **5.** What does RMSNorm return for an all-zero vector (say, a padding position), with and
-# without eps?
-#
-# <details><summary>Answer</summary>
-#
-# With eps: $0 / \sqrt{0 + 10^{-6}} = 0$, a zero vector. Without eps: $0 / 0$ = NaN in every
-# channel, and the NaN then spreads through attention to other tokens.
-#
-# </details>
-#
+# Five questions on what this chapter showed. In JupyterLab or Colab, pick an answer and press
+# **Check**; in the book, open **Answer** under each question.
+
+# %%
+from qwenlab.quiz import Question, quiz  # noqa: E402
+
+quiz([
+    Question("What does LayerNorm compute that RMSNorm leaves out, and why is leaving it out "
+             "acceptable?",
+             ["The division by the root mean square; the next linear layer can rescale instead",
+              "The mean subtraction and the bias; scale invariance, which it keeps, is what "
+              "helps",
+              "The learned gain; the next layer's weights can absorb any per-channel scale",
+              "The eps; a mean of squares is never exactly zero in a trained model"],
+             answer=1,
+             why="Both divide by a root mean square and multiply by a learned gain; RMSNorm "
+                 "uses the mean of x² instead of the variance and has no bias (C parameters, "
+                 "not 2C). Zhang & Sennrich found the scale invariance, not the re-centring, "
+                 "is what helps: RMSNorm(3x) = RMSNorm(x), RMSNorm(x + 2) ≠ RMSNorm(x). A "
+                 "following linear layer can learn any offset (Qwen's q/k/v even have biases)."),
+    Question("How many RMSNorm layers does Qwen2.5-0.5B (24 blocks, hidden 896) have?",
+             ["24: one per block",
+              "48: two per block",
+              "50: two per block, plus one after the embedding and one before the LM head",
+              "49: two per block, plus the final norm before the LM head"],
+             answer=3,
+             why="Pre-norm puts input_layernorm before attention and post_attention_layernorm "
+                 "before the MLP in each of the 24 blocks, and model.norm before the LM head: "
+                 "2 · 24 + 1 = 49 norms, 49 × 896 = 43,904 parameters (LayerNorm would have "
+                 "87,808), 0.0089% of the model."),
+    Question("You run a model in float16 and one token's outputs are all zero after the first "
+             "norm; in bfloat16 the same model is fine. What happened?",
+             ["A value above 256 squared to inf (max 65,504), so rsqrt(inf) = 0 zeroed the "
+              "vector",
+              "Its squares underflowed below float16's smallest normal number and were "
+              "flushed to 0",
+              "eps = 1e-6 is too large for float16 and swamped the token's mean of squares",
+              "float16 rounded every output below its precision (about 0.001) down to zero"],
+             answer=0,
+             why="One inf square makes the mean inf, and rsqrt(inf) = 0 multiplies the whole "
+                 "vector by 0: in the chapter one value of 300 (300² = 90,000) erased an "
+                 "896-channel token. bfloat16 has float32's exponent range (up to 3.4e38), so "
+                 "x² stays finite there. The fix in either format: compute the statistic in "
+                 "float32, as Qwen's RMSNorm does (largest error 1.1e-4 on the same input)."),
+    Question("bfloat16 cannot overflow here. What does the float32 upcast buy a bfloat16 "
+             "model?",
+             ["Nothing measurable: it is there only for float16, which can overflow",
+              "Speed: float32 arithmetic runs faster than bf16 on most CPUs and GPUs",
+              "A precise statistic: a running sum of squares kept in bf16 stops growing",
+              "Range for the gain, whose trained values can exceed bf16's maximum"],
+             answer=2,
+             why="With 8 significant bits, 256 + 1 = 256 in bf16: a running bf16 sum "
+                 "underestimates mean(x²) by 16.9% at 896 channels and 71.4% at 8,192, "
+                 "making every output too large. PyTorch's .mean() already accumulates in "
+                 "float32 internally, but the upcast makes that a guarantee for every kernel "
+                 "and fixes which roundings happen, so qwenlab and transformers agree bit for "
+                 "bit."),
+    Question("What does RMSNorm return for an all-zero vector (say, a padding position), "
+             "with eps = 1e-6 and without eps?",
+             ["With eps: the gain vector; without: zeros, since the numerator is zero",
+              "With eps: zeros; without: NaN in every channel, which spreads to other tokens",
+              "Zeros in both cases, since zero times anything is zero",
+              "With eps: every channel 1/√eps = 1000; without: inf in every channel"],
+             answer=1,
+             why="With eps: 0 / √(0 + 1e-6) = 0, a zero vector. Without: 0 · rsqrt(0) = "
+                 "0 · inf = NaN in every channel, and attention mixes the NaN into other "
+                 "tokens. Keeping an all-zero vector from becoming 0/0 is what eps is for."),
+])
+
+# %% [markdown]
 # Next: chapter 03, the SwiGLU MLP that each block's second norm feeds.

@@ -406,60 +406,67 @@ checks.check_matched_intermediate_size(my_matched_intermediate_size)
 # %% [markdown]
 # ## Review questions
 #
-# **1.** Write Qwen2.5's MLP as a formula, naming transformers' three modules. Which branch
-# goes through SiLU?
-#
-# <details><summary>Answer</summary>
-#
-# $\mathrm{MLP}(x) = \text{down\_proj}(\mathrm{silu}(\text{gate\_proj}(x)) \odot
-# \text{up\_proj}(x))$, no biases. SiLU is applied to the gate branch only; `up_proj` enters
-# linearly.
-#
-# </details>
-#
-# **2.** You implement SwiGLU with SiLU on the up branch instead of the gate. Trained from
-# scratch, is your model worse? Loading Qwen2.5's weights, is it wrong?
-#
-# <details><summary>Answer</summary>
-#
-# Trained from scratch it is the same model: $\mathrm{silu}(Vx) \odot Wx$ is SwiGLU with the
-# names of the two matrices exchanged, and training learns whatever the names hold. Loaded
-# with Qwen2.5's weights it is wrong: SiLU now acts on the matrix that was trained to enter
-# linearly, and the outputs are garbage. Names carry meaning only together with a checkpoint.
-#
-# </details>
-#
-# **3.** Why would a parameter-matched SwiGLU MLP for hidden 896 have width about 2389, and
-# why is Qwen2.5-0.5B's 4864 not a contradiction?
-#
-# <details><summary>Answer</summary>
-#
-# A classic $4h$ MLP has $2 \cdot 4h \cdot h = 8h^2$ weights; SwiGLU has $3hi$; equal counts
-# give $i = 8h/3 \approx 2389$. Matching is what makes a fair comparison of MLP variants, not
-# a law: Qwen2.5-0.5B chose a wider MLP ($5.43h$), spending more of its parameters there.
-# Only Qwen2.5-14B ($2.70h$) is close to matched.
-#
-# </details>
-#
-# **4.** Which part holds most of Qwen2.5-0.5B's parameters, and which part holds most of
-# Qwen2.5-72B's? Why the difference?
-#
-# <details><summary>Answer</summary>
-#
-# The MLPs in both: 63.5% of 0.5B's parameters and 80.0% of 72B's. In 0.5B the embedding
-# takes another 27.6%, because the vocabulary (151,936 rows) is as large for a small model as
-# for a big one, while the layers shrink with the hidden size. That is also why the small
-# sizes tie the LM head to the embedding.
-#
-# </details>
-#
-# **5.** How many FLOPs does one Qwen2.5-0.5B MLP layer cost per token?
-#
-# <details><summary>Answer</summary>
-#
-# $2 \times 3 h i = 6 \cdot 896 \cdot 4864 \approx 26.1$ MFLOP: 2 FLOPs per weight, three
-# $896 \times 4864$ matrices. Over 24 layers, 0.63 GFLOP per token.
-#
-# </details>
-#
+# Five questions on what this chapter showed. In JupyterLab or Colab, pick an answer and press
+# **Check**; in the book, open **Answer** under each question.
+
+# %%
+from qwenlab.quiz import Question, quiz  # noqa: E402
+
+quiz([
+    Question("Which is Qwen2.5's MLP, in transformers' module names?",
+             ["down_proj(silu(up_proj(x)) ⊙ gate_proj(x))",
+              "down_proj(silu(gate_proj(x) ⊙ up_proj(x)))",
+              "down_proj(silu(gate_proj(x)) ⊙ up_proj(x))",
+              "down_proj(silu(gate_proj(x)) + up_proj(x))"],
+             answer=2,
+             why="SiLU acts on the gate branch only; up_proj enters linearly, the two are "
+                 "multiplied elementwise, and down_proj brings the width from i back to h. "
+                 "None of the three has a bias."),
+    Question("You implement SwiGLU with SiLU on the up branch instead of the gate. Trained "
+             "from scratch, is your model worse? Loaded with Qwen2.5's weights, is it wrong?",
+             ["Worse from scratch, and wrong with Qwen2.5's weights",
+              "As good from scratch, but wrong with Qwen2.5's weights",
+              "As good in both cases, since the elementwise product is symmetric",
+              "Worse from scratch, but right with Qwen2.5's weights"],
+             answer=1,
+             why="silu(V x) ⊙ W x is SwiGLU with the names of the two matrices exchanged, and "
+                 "training learns whatever the names hold. A checkpoint fixes what each name "
+                 "holds: SiLU would now act on the matrix trained to enter linearly, and the "
+                 "outputs are garbage. The product is symmetric; silu of one factor is not."),
+    Question("A parameter-matched SwiGLU MLP for hidden 896 would be about 2389 wide, yet "
+             "Qwen2.5-0.5B uses 4864. How do the two fit together?",
+             ["8h/3 is the width that matches a classic 4h MLP's weights: for fair "
+              "comparisons, not a rule",
+              "4864 counts gate_proj and up_proj together: each is 2432 wide, close to 2389",
+              "8h/3 matches a classic MLP of width 2h; matching one of width 4h gives 4864",
+              "The matched width ignores the three biases; counting them gives 4864"],
+             answer=0,
+             why="A classic 4h MLP has 2 · 4h · h = 8h² weights and SwiGLU 3hi, so equal "
+                 "counts give i = 8h/3 ≈ 2389 for h = 896. Qwen2.5-0.5B spends more of its "
+                 "parameters in the MLP: 5.43h, 2.04× the matched width. Only 14B (2.70h) is "
+                 "close to matched. (The MLP has no biases to add to either count.)"),
+    Question("Which part holds the most parameters of Qwen2.5-0.5B, and which of "
+             "Qwen2.5-72B?",
+             ["0.5B: the embedding; 72B: the MLPs",
+              "0.5B: attention; 72B: the MLPs",
+              "0.5B: the MLPs; 72B: attention, over its 80 layers",
+              "The MLPs in both, by a wide margin"],
+             answer=3,
+             why="The MLPs hold 63.5% of 0.5B and 80.0% of 72B. In 0.5B the embedding comes "
+                 "next with 27.6%: the vocabulary (151,936 rows) is as large for a small model "
+                 "as for a big one, while the layers shrink with the hidden size. That is also "
+                 "why the small sizes tie the LM head to the embedding."),
+    Question("How many FLOPs does one Qwen2.5-0.5B MLP layer (h = 896, i = 4864) cost per "
+             "token?",
+             ["About 13.1 MFLOP: 3hi, one per weight",
+              "About 8.7 MFLOP: 2hi",
+              "About 26.1 MFLOP: 6hi",
+              "About 17.4 MFLOP: 4hi, two matrices at 2 FLOPs per weight"],
+             answer=2,
+             why="2 FLOPs (a multiply and an add) per weight, and three 896 × 4864 matrices: "
+                 "2 × 3 × 896 × 4864 ≈ 26.1 MFLOP. Over 24 layers, 0.63 GFLOP per token, "
+                 "63.5% of the model's 0.99."),
+])
+
+# %% [markdown]
 # Next: chapter 04, grouped-query attention and the KV cache.

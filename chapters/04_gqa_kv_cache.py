@@ -696,60 +696,71 @@ checks.check_kv_cache_bytes(exercise_kv_cache_bytes)
 # %% [markdown]
 # ## Review questions
 #
-# **1. What does GQA buy at long context?**
-#
-# <details><summary>Answer</summary>
-#
-# A smaller KV cache: its bytes scale with the number of KV heads, not query heads, so GQA
-# shrinks it by $H_{kv}/H$ against multi-head attention. With 32 query heads, 8 KV heads cut the
-# cache to 1/4 and 4 KV heads to 1/8; a 32-layer, head_dim-128 model at 32K tokens in bf16 goes
-# from 16 GiB to 4 or 2 GiB. At long context the cache dominates memory (Qwen2.5-72B at 128K:
-# 40 GiB instead of 320 GiB), so this means longer contexts, bigger batches, and less memory
-# traffic per decoded token. The weights and the compute of the query projection stay the same.
-#
-# </details>
-#
-# **2. Why is the cache made of keys and values, and not queries?**
-#
-# <details><summary>Answer</summary>
-#
-# A query is used once, by the token that produced it, at the step that produced it. Keys and
-# values are read by every later token. And because of the causal mask, a past token's k and v
-# never change when new tokens arrive, so computing them once is exact, not an approximation.
-#
-# </details>
-#
-# **3. `x.repeat(1, G, 1, 1)` has the right shape. What goes wrong?**
-#
-# <details><summary>Answer</summary>
-#
-# It tiles the KV heads as [0, 1, …, Hkv−1, 0, 1, …] while query head $h$ should read KV head
-# $\lfloor h/G \rfloor$, i.e. [0, 0, …, 1, 1, …]. Shapes match, so nothing fails; with trained
-# weights the heads attend with keys they were not trained with and the output is garbage.
-# `repeat_interleave(G, dim=1)` or expand-then-reshape give the right order.
-#
-# </details>
-#
-# **4. Why does a decoder fold the G query heads into rows instead of calling `repeat_kv`?**
-#
-# <details><summary>Answer</summary>
-#
-# `repeat_kv` writes a $G$-times larger copy of every layer's K and V at every step, then
-# reads it; decoding is limited by memory traffic, so this multiplies the cost of attention.
-# Viewing q as (B, Hkv, G·T, D) lets one matmul per KV head read K and V once, with no copy
-# (PyTorch's `sdpa(enable_gqa=True)` and `qwenlab.decode` do this).
-#
-# </details>
-#
-# **5. Generating n tokens after a P-token prompt: how many token positions does the model
-# process with and without a cache, and what does the cache cost?**
-#
-# <details><summary>Answer</summary>
-#
-# Without: $P + (P+1) + \dots + (P+n-1) = nP + n(n-1)/2$, quadratic in $n$. With: $P + n - 1$,
-# linear. The cost is memory, $2 \times \text{layers} \times \text{kv heads} \times \text{head
-# dim} \times \text{tokens} \times \text{batch} \times \text{bytes}$, usually preallocated for
-# the longest context served; for long contexts it exceeds the weights (Qwen2.5-7B at 128K in
-# bf16: 7 GiB of cache per sequence beside 14 GiB of weights).
-#
-# </details>
+# Five questions on what this chapter showed. In JupyterLab or Colab, pick an answer and press
+# **Check**; in the book, open **Answer** under each question.
+
+# %%
+from qwenlab.quiz import Question, quiz  # noqa: E402
+
+quiz([
+    Question("Qwen2.5-72B has 64 query heads but 8 KV heads (80 layers, head_dim 128). What "
+             "does that buy at a 128K-token context in bf16?",
+             ["8× fewer weights and FLOPs in the query projection",
+              "A KV cache of 20 GiB instead of 160 GiB",
+              "8× fewer attention scores per generated token",
+              "A KV cache of 40 GiB instead of 320 GiB"],
+             answer=3,
+             why="The cache holds K and V per KV head: 2 × 80 layers × 8 × 128 × 131,072 "
+                 "tokens × 2 bytes = 40 GiB, and 320 GiB with 64 KV heads (MHA). Forget the "
+                 "2 for K and V and you get half. GQA shrinks the cache by H_kv/H, which buys "
+                 "longer contexts, bigger batches and less memory traffic per decoded token; "
+                 "the query projection and the number of scores stay the same."),
+    Question("Why is the cache made of keys and values, and not queries?",
+             ["Queries have H heads and K, V only H_kv each, so queries are too large to keep",
+              "A query is used once, by its own token; keys and values are read by every "
+              "later token",
+              "Past queries change as new tokens arrive, so a cached query would soon be stale",
+              "Queries are cached too, folded into the attention scores that are stored"],
+             answer=1,
+             why="Under the causal mask no token's hidden state depends on later tokens, so a "
+                 "past token's k and v are the same at every step: computing them once is "
+                 "exact, not an approximation (the cached logits matched a full forward pass "
+                 "to 1e-4). Past queries would not change either; they are never needed again."),
+    Question("x.repeat(1, G, 1, 1) turns K of shape (B, H_kv, S, D) into the shape that the "
+             "H query heads need. What goes wrong?",
+             ["Nothing: every query head still gets a copy of some KV head, all of them used",
+              "It uses G times more memory than repeat_kv, which returns views",
+              "It repeats along the batch dimension instead of the heads dimension",
+              "Heads come out as [0, 1, 0, 1, …], but query head h must read KV head ⌊h/G⌋"],
+             answer=3,
+             why="For 2 KV heads and G = 4 the chapter printed [0, 1, 0, 1, 0, 1, 0, 1] for "
+                 "repeat and [0, 0, 0, 0, 1, 1, 1, 1] for repeat_kv, which copies exactly as "
+                 "much. The shapes match, so nothing fails; with trained weights the heads "
+                 "attend with keys they were not trained with. repeat_interleave(G, dim=1), or "
+                 "expand then reshape, gives the right order."),
+    Question("Why does a fast decoder fold the G query heads of a group into rows instead of "
+             "calling repeat_kv?",
+             ["At every step repeat_kv writes a G-times larger copy of each layer's K and V",
+              "repeat_kv's copies stay in memory, so the KV cache itself grows G-fold",
+              "repeat_kv's output differs slightly from the grouped matmul's, in float32",
+              "Folding the heads lets attention skip the causal mask while decoding"],
+             answer=0,
+             why="For Qwen2.5-72B at 32K tokens one layer's cached K and V take 128 MiB, and "
+                 "1,024 MiB after repeat_kv: 80 GiB written per generated token over 80 "
+                 "layers, to read a 10 GiB cache. The copy is freed after each layer, so the "
+                 "memory does not grow; the time does. Viewing q as (B, H_kv, G·T, D) reads K "
+                 "and V once with no copy, as sdpa(enable_gqa=True) and qwenlab.decode do."),
+    Question("Generating n tokens after a P-token prompt: how many token positions does the "
+             "model process without a cache, and with one?",
+             ["n·P without, P + n with",
+              "nP + n(n − 1)/2 without, P + n − 1 with",
+              "(P + n)² without, P + n with",
+              "nP + n(n − 1)/2 without, n with (the prompt is free)"],
+             answer=1,
+             why="Without a cache step k runs all P + k tokens again: P + (P + 1) + … + "
+                 "(P + n − 1), quadratic in n (36,736 for P = 16, n = 256). With one, the "
+                 "prompt goes through once and each new token once, the last never fed back: "
+                 "271. The price is memory, 2 × layers × KV heads × head_dim × tokens × batch "
+                 "× bytes: Qwen2.5-7B at 128K in bf16 needs 7 GiB of cache per sequence beside "
+                 "14 GiB of weights."),
+])

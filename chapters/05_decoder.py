@@ -656,66 +656,90 @@ checks.check_sampling_probs(sampling_probs)
 # %% [markdown]
 # ## Review questions
 #
-# **1.** Qwen2.5-0.5B ties its LM head to the embedding matrix; Qwen2.5-7B does not. Why is
-# tying worth more to the small model?
-#
-# <details><summary>Answer</summary>
-#
-# The vocabulary matrix is $V \times h$ with $V \approx 152$K no matter the size. At $h = 896$
-# it is 136M parameters, 28% of the 0.5B model; a second copy for the head would add another
-# 28%. At $h = 3584$ (7B) one copy is 545M, 7% of the model, and the untied head buys the large
-# model some freedom (reading and writing tokens with different vectors) for a small share.
-# </details>
-#
-# **2.** A block computes `h = norm(h + attn(h))` instead of `h = h + attn(norm(h))`. What
-# changes, and why does Qwen2.5 use the second?
-#
-# <details><summary>Answer</summary>
-#
-# The first is post-norm: the residual stream itself is normalised after each step, so there is
-# no identity path from the input to the output of the stack; every gradient passes through
-# every norm. Pre-norm (the second) adds each sub-layer's output to the raw stream, so the
-# derivative of the output with respect to the input contains the identity and deep stacks
-# train stably. The stream's scale grows with depth, which is why pre-norm models end with a
-# final RMSNorm before the LM head.
-# </details>
-#
-# **3.** Why does a tied checkpoint's `model.safetensors` have no `lm_head.weight`, and what
-# must a loader do about it?
-#
-# <details><summary>Answer</summary>
-#
-# Tied means the head *is* the embedding matrix, one tensor, so it is saved once, as
-# `model.embed_tokens.weight`. A loader reads `tie_word_embeddings` from `config.json` and
-# points the head at the embedding (`lm_head.weight = embed_tokens.weight`) instead of looking
-# for a second tensor. If it made a copy instead, fine-tuning would update the two separately
-# and the model would stop being tied.
-# </details>
-#
-# **4.** At temperature 0.3, the top-p = 0.9 nucleus of the model above was much smaller than at
-# temperature 1. Why, and what does top-p do that top-k cannot?
-#
-# <details><summary>Answer</summary>
-#
-# Dividing the logits by 0.3 stretches their differences by 3.3×, so after the softmax the
-# mass concentrates on the top tokens and fewer of them are needed to reach 0.9. Top-p adapts
-# its cut to the distribution's shape: one token when the model is sure, hundreds when it is
-# not. Top-k always keeps k tokens: too many when the model is sure (admitting nonsense), too
-# few when many continuations are fine.
-# </details>
-#
-# **5.** Why does the chat code stop at `<|im_end|>` (151645) and not at `<|endoftext|>`
-# (151643)? What happens if you leave out the generation prompt?
-#
-# <details><summary>Answer</summary>
-#
-# The instruct model was fine-tuned to end every assistant turn with `<|im_end|>`; `<|endoftext|>`
-# marks the end of a pretraining document and rarely follows a reply. Stopping at the wrong
-# token lets the model run on into a new `<|im_start|>user` turn that it writes itself. Without
-# the generation prompt `<|im_start|>assistant\n`, the text ends after the user's `<|im_end|>`,
-# and the model has to guess who speaks next: it may open another user turn, or a system turn,
-# instead of answering.
-# </details>
-#
+# Five questions on what this chapter showed. In JupyterLab or Colab, pick an answer and press
+# **Check**; in the book, open **Answer** under each question.
+
+# %%
+from qwenlab.quiz import Question, quiz  # noqa: E402
+
+quiz([
+    Question("Qwen2.5-0.5B ties its LM head to the embedding matrix; Qwen2.5-7B does not. Why "
+             "is tying worth more to the small model?",
+             ["Small models have smaller vocabularies, so sharing costs them less quality",
+              "Tying saves the LM head's matmul, and that matters more in a small model",
+              "The V × h matrix has 152K rows at every size: 28% of 0.5B, but 7% of 7B",
+              "Only models whose hidden size is under 1,024 can tie the two matrices"],
+             answer=2,
+             why="At h = 896 one copy is 136M parameters, 28% of the 0.5B model, and a second "
+                 "one for the head would add as much again. At h = 3584 it is 545M, 7% of 7B, "
+                 "and an untied head buys some freedom (reading and writing tokens with "
+                 "different vectors) for a small share. Tying saves parameters, not FLOPs: the "
+                 "head still does its matmul, 28% of 0.5B's FLOPs per token."),
+    Question("A block computes h = norm(h + attn(h)) instead of h = h + attn(norm(h)). What "
+             "changes?",
+             ["Nothing: the same norm and the same sub-layer, applied in another order",
+              "It becomes post-norm: the stream is normalised after each step, losing the "
+              "identity path",
+              "It becomes pre-norm, which Qwen2.5 avoids because a pre-norm stream grows with "
+              "depth",
+              "Attention now sees an unnormalised input, but training behaves just the same"],
+             answer=1,
+             why="Pre-norm, Qwen2.5's form, adds each sub-layer's output to the raw stream, so "
+                 "the derivative of the output with respect to the input contains the "
+                 "identity and deep stacks train stably; in post-norm every gradient passes "
+                 "through every norm, and training needs careful warm-up. Pre-norm's stream "
+                 "grows with depth, which is why the model ends with a final RMSNorm."),
+    Question("Why does a tied checkpoint's model.safetensors hold no lm_head.weight, and "
+             "what must a loader do?",
+             ["Head and embedding are one tensor, saved once; the loader ties lm_head to "
+              "embed_tokens",
+              "The head is saved under the embedding's name; the loader copies it into a new "
+              "lm_head",
+              "The head is the embedding transposed; the loader stores embed_tokens.weight.T",
+              "The checkpoint is incomplete; the loader initialises the head at random"],
+             answer=0,
+             why="Tied means one tensor with two uses, saved once as model.embed_tokens.weight "
+                 "(the head's weight has the same (V, h) shape, no transpose). The loader reads "
+                 "tie_word_embeddings from config.json and sets lm_head.weight = "
+                 "embed_tokens.weight. A copy would give the right logits at first, but "
+                 "fine-tuning would update the two separately and the model would stop being "
+                 "tied."),
+    Question("At temperature 0.3, the top-p 0.9 nucleus of the chapter's random model held 56 "
+             "of 320 tokens; at temperature 1 it held 224. Why, and what can top-p do that "
+             "top-k cannot?",
+             ["The nucleus is cut before the temperature is applied, so a low temperature "
+              "drops tokens",
+              "Top-p keeps a fixed 90% of the tokens; the temperature only changes their order",
+              "A low temperature adds noise to the logits, and top-p filters that noise out",
+              "Dividing by 0.3 sharpens the distribution; top-p's cut adapts to it, top-k's "
+              "does not"],
+             answer=3,
+             why="Dividing by 0.3 stretches the logit gaps 3.3×, and qwenlab.generate does it "
+                 "before cutting the nucleus: the top token's probability rose from 0.0197 at "
+                 "T = 1 to 0.2319 at T = 0.3, so fewer tokens sum to 0.9. Top-p keeps one "
+                 "token when the model is sure and hundreds when it is not; top-k keeps k "
+                 "either way, too many when it is sure, too few when many continuations are "
+                 "fine."),
+    Question("Why does the chat code stop at <|im_end|> (151645) rather than <|endoftext|> "
+             "(151643), and what happens if you leave out the generation prompt?",
+             ["Either works, as both end a turn; without the generation prompt it answers "
+              "the same",
+              "Replies were tuned to end with <|im_end|>; without the prompt it must guess who "
+              "speaks next",
+              "<|endoftext|> is the pad token and never appears; the generation prompt adds a "
+              "newline",
+              "<|endoftext|> cuts replies short; without the generation prompt it repeats the "
+              "user"],
+             answer=1,
+             why="The instruct model was fine-tuned to end every assistant turn with "
+                 "<|im_end|>; <|endoftext|> marks the end of a pretraining document and rarely "
+                 "follows a reply, so stopping on it lets the model run on into a "
+                 "<|im_start|>user turn it writes itself. Without the generation prompt "
+                 "(<|im_start|>assistant and a newline) the text ends after the "
+                 "user's <|im_end|>, and the model may open another user or system turn "
+                 "instead of answering."),
+])
+
+# %% [markdown]
 # Next: chapter 06 replaces the attention backend with a Triton kernel, and chapter 07 opens
 # the tokenizer we used here.
