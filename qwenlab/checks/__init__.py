@@ -7,10 +7,13 @@ grader prints and returns.
 
 from ._grading import CheckResult, grade
 from .attention import *  # noqa: F403  (chapter 04)
+from .bpe import *  # noqa: F403  (chapter 07)
 from .decoder import *  # noqa: F403  (chapter 05)
 from .flash import *  # noqa: F403  (chapter 06)
 from .mlp import *  # noqa: F403  (chapter 03)
 from .norm import *  # noqa: F403  (chapter 02)
+from .quality import *  # noqa: F403  (chapter 08)
 from .rope import *  # noqa: F403  (chapter 01)
+from .train import *  # noqa: F403  (chapter 09)
 
 __all__ = ["CheckResult", "grade"]
