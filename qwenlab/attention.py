@@ -72,8 +72,7 @@ def resolve_backend(name: str, device: torch.device) -> str:
         return next(n for n in _AUTO_ORDER if _BACKENDS[n].supports(device))
     if name not in _BACKENDS:
         available = ", ".join(sorted(_BACKENDS))
-        hint = " (import qwenlab.kernels and install triton)" if name == "triton" else ""
-        raise ValueError(f"attention backend {name!r} is not available{hint}; "
+        raise ValueError(f"attention backend {name!r} is not available; "
                          f"available: {available}, or 'auto'")
     return name
 
@@ -141,6 +140,15 @@ def sdpa_attention_decode(q, k, v, key_mask, scale):
 
 register_backend(Backend("eager", eager_attention, eager_attention_decode), auto_priority=1)
 register_backend(Backend("sdpa", sdpa_attention, sdpa_attention_decode), auto_priority=0)
+
+# The Triton FlashAttention kernel of chapter 06 (qwenlab/kernels). First choice of "auto" on
+# CUDA GPUs of compute capability >= 8.0; triton itself is imported only when it first runs, so
+# TRITON_INTERPRET=1 (its CPU interpreter) can be set after `import qwenlab`. Where the kernel
+# cannot run, it falls back to sdpa with a one-time warning saying why.
+from .kernels import backend as _triton  # noqa: E402  (no triton import here)
+
+register_backend(Backend("triton", _triton.attend, _triton.attend_decode, _triton.supports),
+                 auto_priority=0)
 
 
 def attend(q, k, v, mask=None, *, scale: float | None = None, backend: str = "auto"):

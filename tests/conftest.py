@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import os
 
-# Triton reads this when it is first imported: without a GPU, its kernels run in the
-# interpreter on CPU tensors, which is how the kernel tests prove them on every machine.
-os.environ.setdefault("TRITON_INTERPRET", "1")
-
 import pytest  # noqa: E402
 import torch  # noqa: E402
+
+# Triton reads this when it is first imported (importing torch does not import it): without
+# a GPU its kernels run in the interpreter on CPU tensors, which is how the kernel tests prove
+# them on every machine; with one they run compiled.
+if not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")
 from transformers import AutoModelForCausalLM, Qwen2Config  # noqa: E402
 
 # Small configs that cover what the parity tests promise: tied and untied embeddings, KV
