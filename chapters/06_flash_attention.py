@@ -676,62 +676,61 @@ checks.check_attention_tile(my_attention_tile)
 # %% [markdown]
 # ## Review questions
 #
-# **1. Naive attention and FlashAttention do the same FLOPs. Why is one several times faster?**
-#
-# <details><summary>Answer</summary>
-#
-# Naive attention writes the $T \times T$ scores and probabilities to HBM and reads them back:
-# about $8T^2$ bytes per head in bf16 for $4T^2d$ FLOPs, an intensity of $d/2$ (64 for
-# $d = 128$), far below an H100's ridge point of ~295 FLOP/byte, so it is memory-bound (at
-# most ~214 TFLOP/s of 989). FlashAttention keeps each tile of scores on chip and only moves
-# Q, K, V and O, so its intensity grows with the tile size and the sequence length and it
-# becomes compute-bound. It also needs $O(T)$ extra memory instead of $O(T^2)$.
-#
-# </details>
-#
-# **2. In the online softmax, why must `acc` and `l` be multiplied by $e^{m_\text{old} -
-# m_\text{new}}$, and what goes wrong if only `acc` is?**
-#
-# <details><summary>Answer</summary>
-#
-# Their terms were computed as $e^{s_j - m_\text{old}}$; against the new maximum they should be
-# $e^{s_j - m_\text{new}}$, smaller by exactly $e^{m_\text{old} - m_\text{new}}$. If `l` is not
-# rescaled, the normaliser overweights the earlier blocks and the output `acc / l` is too
-# small whenever the maximum grew; the rows no longer sum to one.
-#
-# </details>
-#
-# **3. What does the forward pass save for the backward, and why not the probabilities?**
-#
-# <details><summary>Answer</summary>
-#
-# Q, K, V, the output O and one logsumexp per query row ($m + \log \ell$). Storing $P$ would
-# bring back the $O(T^2)$ memory and traffic the forward avoided. From the logsumexp, each tile
-# of probabilities is recomputed exactly as $\exp(s - \text{lse})$ when it is needed, which costs
-# one extra $QK^\top$ product: cheap compute traded for expensive memory.
-#
-# </details>
-#
-# **4. How does the kernel handle grouped-query attention, forward and backward?**
-#
-# <details><summary>Answer</summary>
-#
-# Forward: the program for query head $h$ reads KV head $h // G$ through pointers, so K and V
-# are never repeated in memory. Backward: the gradient of a shared K (or V) is the sum of the
-# gradients from its $G$ query heads, so each dK/dV program loops over the group's query heads
-# and accumulates; every program owns its output block and no atomics are needed.
-#
-# </details>
-#
-# **5. Why does the decode kernel split the keys across programs?**
-#
-# <details><summary>Answer</summary>
-#
-# With one query token per sequence there is one program per (sequence, KV head), the G query
-# heads of a group sharing it: 4 programs for Qwen2.5-7B at batch 1, against 132
-# multiprocessors on an H100. Decoding is bound by how fast the cache can be read, and 4
-# programs cannot keep the memory system busy. Splitting the keys into ranges gives every
-# multiprocessor work; each split returns its output and logsumexp, and a small kernel merges
-# them with the online-softmax rule, exactly.
-#
-# </details>
+# Pick an answer and press **Check** in JupyterLab or Colab; in the book, open **Answer**.
+
+# %%
+from qwenlab.quiz import Question, quiz  # noqa: E402
+
+quiz([
+    Question("Naive attention and FlashAttention do the same FLOPs. Why is FlashAttention "
+             "several times faster on a GPU?",
+             ["It uses lower precision for the scores",
+              "It never moves the T x T scores through HBM, so it stops being memory-bound",
+              "It skips the masked half of the scores in the causal case",
+              "It uses a cheaper approximation of the softmax"],
+             answer=1,
+             why="Naive attention writes the T x T scores and probabilities to HBM and reads them "
+                 "back: an intensity of about d/2 = 64 FLOP/byte for d = 128, far below an "
+                 "H100's ridge point of ~295, so at most ~214 of 989 TFLOP/s. FlashAttention "
+                 "keeps each tile on chip and moves only Q, K, V and O; it is exact."),
+    Question("In the online softmax the running max grows from m_old to m_new. What must be "
+             "multiplied by exp(m_old - m_new)?",
+             ["Only the accumulator acc", "Only the running sum l",
+              "Neither: the new block's scores are shifted instead",
+              "Both acc and l"],
+             answer=3,
+             why="Both were summed as exp(s - m_old); against the new max each term is smaller "
+                 "by exactly exp(m_old - m_new). Rescaling only acc leaves l overweighting the "
+                 "earlier blocks, so acc / l comes out too small and rows no longer sum to one."),
+    Question("What does the forward pass save for the backward pass?",
+             ["The probability matrix P, to avoid recomputing it",
+              "Only the output O",
+              "Q, K, V, the output O and one logsumexp per query row",
+              "The scores before the softmax, in bf16"],
+             answer=2,
+             why="Storing P would bring back the O(T^2) memory and traffic the forward avoided. "
+                 "With the logsumexp each tile of probabilities is recomputed exactly as "
+                 "exp(s - lse) when needed: one extra QK^T product, cheap compute traded for "
+                 "expensive memory."),
+    Question("How does the kernel serve grouped-query attention without repeating K and V?",
+             ["The program for query head h reads KV head h // G, and each dK/dV program sums "
+              "the gradients of its G query heads",
+              "It repeats K and V once per launch in shared memory, not in HBM",
+              "It averages the G query heads into one before attending",
+              "It runs one launch per query head with the KV head copied in"],
+             answer=0,
+             why="Forward: pointers select KV head h // G, so the cache is read, never copied "
+                 "(14,848 bytes against 103,936 for the 7:1 example). Backward: a shared K or V "
+                 "gets the sum over its G query heads; every program owns its output block, so "
+                 "no atomics are needed."),
+    Question("Why does the decode kernel split the keys of one sequence across programs?",
+             ["To fit the keys into shared memory",
+              "To avoid the causal mask",
+              "Because the softmax cannot be computed over more than one block",
+              "Because one query token gives only batch x KV-heads programs (4 for Qwen2.5-7B "
+              "at batch 1), too few to keep the memory system busy"],
+             answer=3,
+             why="Decoding is bound by reading the cache, and 4 programs against 132 "
+                 "multiprocessors cannot saturate HBM. Each split returns its output and "
+                 "logsumexp; a small kernel merges them exactly with the online-softmax rule."),
+])
