@@ -620,6 +620,22 @@ def effective_tokens(texts: Sequence[str], scores: Sequence[float], tokenizer=No
 LABELS_FILE = "quality_labels.jsonl"
 
 
+def _fetch_labels_on_colab(path: Path) -> bool:
+    """On Colab qwenlab is pip-installed without the repository's data/ folder: fetch the
+    committed fixture from the repository once. Never attempted elsewhere (offline by default)."""
+    from .course import BRANCH, REPO
+    from .env import in_colab
+
+    if not in_colab():
+        return False
+    import urllib.request
+
+    url = f"https://raw.githubusercontent.com/{REPO}/{BRANCH}/data/{LABELS_FILE}"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    urllib.request.urlretrieve(url, path)
+    return True
+
+
 def load_labels(path: str | Path | None = None) -> list[dict]:
     """The course's small labelled fixture, ``data/quality_labels.jsonl``: hand-written good
     and bad samples, each ``{"id", "label": "good" | "bad", "kind", "fails", "text"}``, where
@@ -627,6 +643,8 @@ def load_labels(path: str | Path | None = None) -> list[dict]:
     from .data import data_dir
 
     path = Path(path) if path is not None else data_dir() / LABELS_FILE
+    if not path.is_file():
+        _fetch_labels_on_colab(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path} is missing: it is committed in the qwenlab repository "
                                 f"under data/{LABELS_FILE}; copy it there or pass its path")
