@@ -91,7 +91,9 @@ def run_times() -> dict[str, float]:
 
 
 def _minutes(seconds: float | None) -> str:
-    return "" if seconds is None else f"~{max(1, math.ceil(seconds / 60))} min"
+    if seconds is None:
+        return ""
+    return f"{round(seconds)} s" if seconds < 90 else f"~{math.ceil(seconds / 60)} min"
 
 
 def chapter_table(link_prefix: str = "") -> str:
