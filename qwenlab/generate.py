@@ -97,7 +97,8 @@ def _generate(model, input_ids, max_new_tokens, temperature, top_k, top_p, eos_t
                     use_cache=use_cache)
     for step in range(max_new_tokens):
         next_tokens = sample_next(state.logits, temperature, top_k, top_p, generator)
-        next_tokens = next_tokens.masked_fill(finished, pad_token_id)
+        if len(stop_ids):  # rows that have stopped emit padding
+            next_tokens = next_tokens.masked_fill(finished, pad_token_id)
         tokens[:, P + step] = next_tokens
         if on_token is not None:
             on_token(next_tokens)
