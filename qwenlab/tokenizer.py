@@ -360,6 +360,11 @@ def bytes_to_unicode() -> dict[int, str]:
     """
     printable = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1),
                  *range(ord("®"), ord("ÿ") + 1)]
+    return byte_table(printable)
+
+
+def byte_table(printable) -> dict[int, str]:
+    """Bytes in ``printable`` map to themselves; the others, in order, to chr(256), chr(257)..."""
     table, moved = {}, 0
     for b in range(256):
         if b in printable:

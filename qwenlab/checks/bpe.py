@@ -14,7 +14,7 @@ import random
 from collections import Counter
 from collections.abc import Callable
 
-from ..tokenizer import bytes_to_unicode, tokens_per_char
+from ..tokenizer import byte_table, bytes_to_unicode, tokens_per_char
 from ._grading import CheckResult, grade
 
 __all__ = ["check_bpe_merge_step", "check_bytes_to_unicode", "check_tokens_per_char"]
@@ -154,17 +154,6 @@ def check_bpe_merge_step(fn: Callable) -> CheckResult:
 
 # ---------------------------------------------------------------- bytes -> printable characters
 
-def _gpt2_table(printable) -> dict[int, str]:
-    table, moved = {}, 0
-    for b in range(256):
-        if b in printable:
-            table[b] = chr(b)
-        else:
-            table[b] = chr(256 + moved)
-            moved += 1
-    return table
-
-
 def check_bytes_to_unicode(fn: Callable) -> CheckResult:
     """``fn()`` -> {byte: character} for all 256 bytes, GPT-2's (and Qwen2.5's) table."""
 
@@ -191,10 +180,10 @@ def check_bytes_to_unicode(fn: Callable) -> CheckResult:
             "...) goes to chr(256 + n), so a space (the 33rd) is chr(288) = 'Ġ'":
                 {b: (v if ord(v) == b else chr(256 + b)) for b, v in expected.items()},
             "only ASCII ! to ~ kept its own character; Latin-1's printable ¡ to ¬ and ® to ÿ "
-            "keep theirs too": _gpt2_table(ascii_only),
+            "keep theirs too": byte_table(ascii_only),
             "byte 173 (0xAD, the soft hyphen) kept its character, but it is invisible: it is "
             "one of the moved bytes (the printable ranges are ! to ~, ¡ to ¬, ® to ÿ)":
-                _gpt2_table(latin1_all),
+                byte_table(latin1_all),
         }
         for diagnosis, wrong in mistakes.items():
             if table == wrong:
