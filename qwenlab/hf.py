@@ -8,6 +8,13 @@ are transformers' module paths, which are ours too, so loading is a check and a 
 - nothing unexpected may be left over (it would mean a different architecture);
 - only safetensors are read: a ``.bin`` checkpoint is a pickle, and unpickling runs code.
 
+Qwen2-MoE checkpoints (``model_type "qwen2_moe"``) come in two layouts, and both load:
+``save_pretrained`` writes one tensor per expert (``mlp.experts.{i}.gate_proj.weight``, which
+is qwenlab's own layout), while transformers 5 keeps the experts fused in memory, so a
+``state_dict()`` saved as is holds ``mlp.experts.gate_up_proj`` (E, 2 * I, C: each expert's
+gate rows, then its up rows) and ``mlp.experts.down_proj`` (E, C, I). ``to_transformers``
+fuses them again.
+
 ``load_pretrained`` also accepts a hub repo id ("Qwen/Qwen2.5-0.5B-Instruct"): when the name
 is not a local folder, huggingface_hub downloads the config and safetensors files (nothing
 else), which needs network access.
@@ -16,6 +23,7 @@ else), which needs network access.
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import torch
@@ -89,6 +97,51 @@ def read_state_dict(folder: Path) -> dict[str, torch.Tensor]:
     return state
 
 
+FUSED_GATE_UP = re.compile(r"^(model\.layers\.\d+\.mlp\.experts)\.gate_up_proj$")
+FUSED_DOWN = re.compile(r"^(model\.layers\.\d+\.mlp\.experts)\.down_proj$")
+
+
+def unfuse_experts(state: dict[str, torch.Tensor], config: QwenConfig) -> dict[str, torch.Tensor]:
+    """transformers' fused in-memory expert tensors -> one tensor per expert (other keys kept)."""
+    E, C = config.num_experts, config.hidden_size
+    I = config.moe_intermediate_size  # noqa: E741  (the paper's name for the intermediate size)
+    out: dict[str, torch.Tensor] = {}
+    for name, t in state.items():
+        if (m := FUSED_GATE_UP.match(name)) and config.is_moe:
+            if tuple(t.shape) != (E, 2 * I, C):
+                raise CheckpointError(f"{name} has shape {tuple(t.shape)}, the config needs "
+                                      f"{(E, 2 * I, C)} (experts, 2 x moe_intermediate_size, "
+                                      "hidden_size)")
+            for e in range(E):
+                out[f"{m[1]}.{e}.gate_proj.weight"] = t[e, :I]
+                out[f"{m[1]}.{e}.up_proj.weight"] = t[e, I:]
+        elif (m := FUSED_DOWN.match(name)) and config.is_moe:
+            if tuple(t.shape) != (E, C, I):
+                raise CheckpointError(f"{name} has shape {tuple(t.shape)}, the config needs "
+                                      f"{(E, C, I)} (experts, hidden_size, "
+                                      "moe_intermediate_size)")
+            for e in range(E):
+                out[f"{m[1]}.{e}.down_proj.weight"] = t[e]
+        else:
+            out[name] = t
+    return out
+
+
+def fuse_experts(state: dict[str, torch.Tensor], config: QwenConfig) -> dict[str, torch.Tensor]:
+    """One tensor per expert -> transformers' fused ``gate_up_proj`` / ``down_proj``."""
+    out = dict(state)
+    for i in range(config.num_hidden_layers):
+        if not config.is_moe_layer(i):
+            continue
+        prefix = f"model.layers.{i}.mlp.experts"
+        per = [{p: out.pop(f"{prefix}.{e}.{p}_proj.weight") for p in ("gate", "up", "down")}
+               for e in range(config.num_experts)]
+        out[f"{prefix}.gate_up_proj"] = torch.stack([torch.cat([w["gate"], w["up"]])
+                                                     for w in per])   # (E, 2I, C)
+        out[f"{prefix}.down_proj"] = torch.stack([w["down"] for w in per])  # (E, C, I)
+    return out
+
+
 def check_state_dict(model: torch.nn.Module, state: dict[str, torch.Tensor]) -> None:
     """Raise a CheckpointError naming every missing, unexpected or mis-shaped tensor."""
     expected = {name: tuple(t.shape) for name, t in model.state_dict().items()}
@@ -118,13 +171,14 @@ def check_state_dict(model: torch.nn.Module, state: dict[str, torch.Tensor]) -> 
 def load_pretrained(path_or_repo_id: str | Path, *, dtype: torch.dtype | None = None,
                     device: torch.device | str = "cpu", attn_backend: str = "auto",
                     revision: str | None = None) -> QwenForCausalLM:
-    """A transformers Qwen2 checkpoint (folder or hub repo id) as a ``QwenForCausalLM``.
+    """A transformers Qwen2 or Qwen2-MoE checkpoint (folder or hub repo id) as a
+    ``QwenForCausalLM``.
 
     dtype: None keeps the dtype the weights were saved in (bf16 for the released Qwen2.5).
     """
     folder = resolve_checkpoint(path_or_repo_id, revision)
     config = read_config(folder).replace(attn_backend=attn_backend)
-    state = read_state_dict(folder)
+    state = unfuse_experts(read_state_dict(folder), config)
     with torch.device("meta"):  # no time spent initialising weights that are overwritten
         model = QwenForCausalLM(config)
     check_state_dict(model, state)
@@ -137,15 +191,18 @@ def load_pretrained(path_or_repo_id: str | Path, *, dtype: torch.dtype | None = 
 
 
 def to_transformers(model: QwenForCausalLM):
-    """The same weights as a ``transformers.Qwen2ForCausalLM`` (eval mode, same dtype/device)."""
-    from transformers import Qwen2ForCausalLM
+    """The same weights as a ``transformers.Qwen2ForCausalLM`` (``Qwen2MoeForCausalLM`` for a
+    mixture-of-experts config), in eval mode, with the same dtype and device."""
+    from transformers import Qwen2ForCausalLM, Qwen2MoeForCausalLM
 
     hf_config = model.config.to_hf()
     with torch.device("meta"):
-        reference = Qwen2ForCausalLM(hf_config)
+        reference = (Qwen2MoeForCausalLM if model.config.is_moe else Qwen2ForCausalLM)(hf_config)
     state = {name: t.detach().clone() for name, t in model.state_dict().items()}
     if model.config.tie_word_embeddings:
         state.pop("lm_head.weight", None)
+    if model.config.is_moe:
+        state = fuse_experts(state, model.config)
     missing, unexpected = reference.load_state_dict(state, strict=False, assign=True)
     missing = [m for m in missing if not (m == "lm_head.weight" and hf_config.tie_word_embeddings)]
     if missing or unexpected:
@@ -160,12 +217,15 @@ def to_transformers(model: QwenForCausalLM):
 
 
 def save_pretrained(model: QwenForCausalLM, folder: str | Path) -> Path:
-    """Write ``config.json`` and ``model.safetensors`` that transformers and qwenlab both load."""
+    """Write ``config.json`` and ``model.safetensors`` that transformers and qwenlab both load
+    (a mixture of experts with one tensor per expert, as transformers' save_pretrained does).
+    ``router_z_loss_coef`` and ``moe_capacity_factor`` are qwenlab's and are not saved."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     hf_config = model.config.to_hf()
     hf_config.dtype = str(model.dtype).removeprefix("torch.")
-    hf_config.architectures = ["Qwen2ForCausalLM"]
+    hf_config.architectures = ["Qwen2MoeForCausalLM" if model.config.is_moe
+                               else "Qwen2ForCausalLM"]
     hf_config.to_json_file(folder / "config.json")
     state = {name: t.detach().contiguous().cpu() for name, t in model.state_dict().items()}
     if model.config.tie_word_embeddings:

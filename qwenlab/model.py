@@ -9,6 +9,10 @@ Pre-norm (normalising the input of each sub-layer, not its output) keeps the res
 an unnormalised sum, which is what lets deep stacks train stably. Module and parameter names
 follow transformers' ``Qwen2ForCausalLM`` (``model.layers.3.self_attn.q_proj.weight`` ...), so
 a checkpoint's tensors load by name and the two implementations read side by side.
+
+With ``config.num_experts > 0`` the MLP of the chosen blocks is a sparse mixture of experts
+(``qwenlab.moe``; transformers' ``Qwen2MoeForCausalLM``), and with ``output_router_logits`` the
+loss adds the router's load-balancing loss.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from .config import QwenConfig
 from .kv_cache import KVCache
 from .loss import causal_lm_loss, chunked_lm_loss
 from .mlp import MLP
+from .moe import Router, SparseMoeBlock, load_balancing_loss, router_z_loss
 from .norm import RMSNorm
 from .rope import RotaryEmbedding
 
@@ -32,6 +37,10 @@ class CausalLMOutput:
     logits: torch.Tensor | None = None            # (B, T, V), or None when a loop opts out
     loss: torch.Tensor | None = None              # mean shifted cross-entropy, given labels
     hidden_states: tuple[torch.Tensor, ...] | None = None  # embeddings + each block's output
+    # MoE models, when router logits are asked for (output_router_logits):
+    router_logits: tuple[torch.Tensor, ...] | None = None  # (B*T, E) per sparse block
+    aux_loss: torch.Tensor | None = None          # load-balancing loss (already in .loss)
+    z_loss: torch.Tensor | None = None            # router z-loss, when router_z_loss_coef > 0
 
 
 class DecoderBlock(nn.Module):
@@ -42,11 +51,20 @@ class DecoderBlock(nn.Module):
         self.input_layernorm = RMSNorm(config.hidden_size, config.rms_norm_eps)
         self.self_attn = Attention(config, layer_idx)
         self.post_attention_layernorm = RMSNorm(config.hidden_size, config.rms_norm_eps)
-        self.mlp = MLP(config.hidden_size, config.intermediate_size)
+        self.is_moe = config.is_moe_layer(layer_idx)
+        self.mlp = SparseMoeBlock(config) if self.is_moe else \
+            MLP(config.hidden_size, config.intermediate_size)
 
-    def forward(self, h, cos, sin, mask=None, cache: KVCache | None = None):
+    def forward(self, h, cos, sin, mask=None, cache: KVCache | None = None,
+                router_logits: list | None = None):
+        """router_logits: a list that a sparse block appends its (B*T, E) logits to."""
         h = h + self.self_attn(self.input_layernorm(h), cos, sin, mask, cache)
-        return h + self.mlp(self.post_attention_layernorm(h))
+        x = self.post_attention_layernorm(h)
+        if self.is_moe and router_logits is not None:
+            out, logits = self.mlp(x, return_router_logits=True)
+            router_logits.append(logits)
+            return h + out
+        return h + self.mlp(x)
 
 
 def padding_aware_mask(attention_mask: torch.Tensor | None, T: int) -> torch.Tensor | None:
@@ -81,7 +99,8 @@ class QwenModel(nn.Module):
                                           min(config.max_position_embeddings, 4096))
 
     def forward(self, input_ids, attention_mask=None, position_ids=None,
-                cache: KVCache | None = None, output_hidden_states: bool = False):
+                cache: KVCache | None = None, output_hidden_states: bool = False,
+                router_logits: list | None = None):
         B, T = input_ids.shape
         past = cache.length if cache is not None else 0
         if position_ids is None:
@@ -92,7 +111,7 @@ class QwenModel(nn.Module):
         h = self.embed_tokens(input_ids)  # (B, T, C)
         hidden_states = [h] if output_hidden_states else None
         for layer in self.layers:
-            h = layer(h, cos, sin, mask, cache)
+            h = layer(h, cos, sin, mask, cache, router_logits)
             if output_hidden_states:
                 hidden_states.append(h)
         if cache is not None:
@@ -137,6 +156,8 @@ class QwenForCausalLM(nn.Module):
             nn.init.normal_(module.weight, mean=0.0, std=std)
             if module.padding_idx is not None:
                 module.weight.data[module.padding_idx].zero_()
+        elif isinstance(module, Router):
+            nn.init.normal_(module.weight, mean=0.0, std=std)
 
     @property
     def device(self) -> torch.device:
@@ -157,21 +178,46 @@ class QwenForCausalLM(nn.Module):
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
                 position_ids: torch.Tensor | None = None, labels: torch.Tensor | None = None,
                 cache: KVCache | None = None, output_hidden_states: bool = False,
-                logits_to_keep: int = 0, return_logits: bool = True) -> CausalLMOutput:
+                logits_to_keep: int = 0, return_logits: bool = True,
+                output_router_logits: bool | None = None) -> CausalLMOutput:
         """input_ids (B, T) -> logits (B, T, V).
 
         attention_mask (B, past + T): 1 for real tokens, 0 for padding (left padding in batches).
         labels (B, T): the loss is the mean next-token cross-entropy over labels != -100.
         logits_to_keep: only the last n positions' logits (generation needs the last one).
         return_logits=False: the loss is computed in chunks without materialising the logits.
+        output_router_logits (MoE; default ``config.output_router_logits``): return each sparse
+        block's router logits and the load-balancing ``aux_loss``; with labels, ``.loss`` is the
+        cross-entropy + router_aux_loss_coef * aux_loss (+ router_z_loss_coef * z_loss), as in
+        transformers' ``Qwen2MoeForCausalLM``.
         """
+        if output_router_logits is None:
+            output_router_logits = self.config.output_router_logits
+        router_logits = [] if (output_router_logits and self.config.is_moe) else None
         h, hidden_states = self.model(input_ids, attention_mask, position_ids, cache,
-                                      output_hidden_states)
+                                      output_hidden_states, router_logits)
+        out = CausalLMOutput(hidden_states=hidden_states)
         if labels is not None and not return_logits:
-            loss = chunked_lm_loss(h, self.lm_head.weight, labels)
-            return CausalLMOutput(loss=loss, hidden_states=hidden_states)
-        if logits_to_keep:
-            h = h[:, -logits_to_keep:]
-        logits = self.lm_head(h)
-        loss = causal_lm_loss(logits, labels) if labels is not None else None
-        return CausalLMOutput(logits=logits, loss=loss, hidden_states=hidden_states)
+            out.loss = chunked_lm_loss(h, self.lm_head.weight, labels)
+        else:
+            if logits_to_keep:
+                h = h[:, -logits_to_keep:]
+            out.logits = self.lm_head(h)
+            out.loss = causal_lm_loss(out.logits, labels) if labels is not None else None
+        if router_logits is not None:
+            self._add_router_losses(out, tuple(router_logits), attention_mask, input_ids.shape[1])
+        return out
+
+    def _add_router_losses(self, out: CausalLMOutput, router_logits, attention_mask, T: int):
+        cfg = self.config
+        if attention_mask is not None:
+            attention_mask = attention_mask[:, -T:]  # the new tokens' mask (after a cache)
+        out.router_logits = router_logits
+        out.aux_loss = load_balancing_loss(router_logits, cfg.num_experts,
+                                           cfg.num_experts_per_tok, attention_mask)
+        if cfg.router_z_loss_coef:
+            out.z_loss = router_z_loss(router_logits, attention_mask)
+        if out.loss is not None:
+            out.loss = out.loss + cfg.router_aux_loss_coef * out.aux_loss
+            if out.z_loss is not None:
+                out.loss = out.loss + cfg.router_z_loss_coef * out.z_loss

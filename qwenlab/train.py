@@ -136,14 +136,16 @@ def sequential_batches(stream: torch.Tensor, batch_size: int, seq_len: int,
 
 @torch.no_grad()
 def evaluate(model: QwenForCausalLM, batches: list[torch.Tensor]) -> float:
-    """Mean next-token loss over the batches (each weighted by its number of predictions)."""
+    """Mean next-token loss over the batches (each weighted by its number of predictions):
+    the cross-entropy alone, without an MoE model's load-balancing term."""
     was_training = model.training
     model.eval()
     total, count = 0.0, 0
     for ids in batches:
         ids = ids.to(model.device)
         n = ids.shape[0] * (ids.shape[1] - 1)
-        total += model(ids, labels=ids, return_logits=False).loss.item() * n
+        out = model(ids, labels=ids, return_logits=False, output_router_logits=False)
+        total += out.loss.item() * n
         count += n
     model.train(was_training)
     return total / count
