@@ -119,7 +119,7 @@ def test_tiled_reference_matches_eager_and_returns_the_logsumexp():
     q, k, v = random_qkv(2, 4, 2, 23, 23, 16, F32)
     out, lse = reference.tiled_attention(q, k, v, causal=True, block_m=8, block_n=8)
     scores = (q @ k.repeat_interleave(2, dim=1).transpose(2, 3)) / 4.0
-    scores = scores.masked_fill(~torch.ones(23, 23, dtype=torch.bool).tril(), float("-inf"))
+    scores = scores.masked_fill(~torch.ones(23, 23, dtype=torch.bool, device=DEVICE).tril(), float("-inf"))
     assert_close(out, eager_reference(q, k, v, True), 1e-5, "out")
     assert_close(lse, scores.logsumexp(-1), 1e-5, "lse")
 
