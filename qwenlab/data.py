@@ -578,6 +578,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("sources", nargs="*", default=list(SOURCES), help=f"any of {SOURCES}")
     sub.add_parser("tokenizer", help="retrain data/course_tokenizer.json on the plays")
     sub.add_parser("info", help="documents and characters per prepared source")
+    sub.add_parser("tasks", help="rewrite data/tasks/ (the checkable tasks of chapters 10-14)")
     args = parser.parse_args(argv)
     if args.command == "prepare":
         prepare(args.sources)
@@ -585,6 +586,11 @@ def main(argv: list[str] | None = None) -> int:
         prepare(["plays"], verbose=False)
         path = save_course_tokenizer()
         print(f"wrote {path} (sha256 {hashlib.sha256(path.read_bytes()).hexdigest()[:16]})")
+    elif args.command == "tasks":
+        from qwenlab.tasks import write_splits
+
+        for name, path in write_splits().items():
+            print(f"{name}: {path}")
     elif args.command == "info":
         for source, entry in read_manifest().items():
             print(f"{source:7s} {entry['documents']:5,} documents {entry['characters']:>12,} "

@@ -25,7 +25,7 @@ miss (``preference_pairs``; on-policy mistakes are added by chapter 12's rejecti
 and a held-out evaluation split whose prompts never occur in training (``splits``).
 ``evaluate`` generates greedily and reports accuracy per task family, judged by the checkers.
 
-``python -m qwenlab.tasks`` writes the splits to ``data/tasks/`` (committed, small; a test
+``python -m qwenlab.data tasks`` writes the splits to ``data/tasks/`` (committed, small; a test
 checks that they equal what this module generates).
 """
 
@@ -249,11 +249,13 @@ def sft_records(examples: Iterable[Example]) -> list[dict]:
 def preference_pairs(examples: Iterable[Example], seed: int = 0) -> list[dict]:
     """One preference pair per example, in TRL's conversational preference form
     (``prompt``, ``chosen``, ``rejected`` as message lists), the rejected answer a near miss
-    whose kind cycles through ``NEAR_MISS_KINDS``. Every rejected answer fails the checker."""
+    whose kind cycles through ``NEAR_MISS_KINDS``, shifted by one every ``len(TASKS)``
+    examples so that a split that cycles through the families (the eval split) still meets
+    every kind in every family. Every rejected answer fails the checker."""
     rng = random.Random(seed)
     pairs = []
     for i, ex in enumerate(examples):
-        kind = NEAR_MISS_KINDS[i % len(NEAR_MISS_KINDS)]
+        kind = NEAR_MISS_KINDS[(i + i // len(TASKS)) % len(NEAR_MISS_KINDS)]
         rejected = near_miss(ex, kind, rng)
         assert not check(ex, rejected), (ex, kind, rejected)
         pairs.append(pair_record(ex, ex.answer, rejected, kind))
@@ -358,7 +360,3 @@ def load_examples(path: str | Path) -> list[Example]:
     with open(path, encoding="utf-8") as f:
         return [Example(**json.loads(line)) for line in f if line.strip()]
 
-
-if __name__ == "__main__":
-    for name, path in write_splits().items():
-        print(f"{name}: {path}")

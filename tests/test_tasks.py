@@ -85,6 +85,11 @@ def test_preference_pairs_are_in_trl_conversational_form():
     train, _ = tasks.splits(40, 8)
     pairs = tasks.preference_pairs(train)
     assert [p["kind"] for p in pairs[:4]] == list(tasks.NEAR_MISS_KINDS)
+    _, evals = tasks.splits(n_eval=64)
+    eval_pairs = tasks.preference_pairs(evals)
+    for family in tasks.TASKS:   # every family meets every kind of near miss
+        assert {p["kind"] for p in eval_pairs if p["task"] == family} == \
+            set(tasks.NEAR_MISS_KINDS)
     for ex, p in zip(train, pairs):
         assert p["prompt"] == [{"role": "user", "content": ex.prompt}]
         assert p["chosen"] == [{"role": "assistant", "content": ex.answer}]
@@ -99,7 +104,7 @@ def test_committed_files_equal_what_the_generator_writes():
     for name, filename in tasks.SPLIT_FILES.items():
         lines = (tasks.tasks_dir() / filename).read_text().splitlines()
         assert [json.loads(line) for line in lines] == expected[name], \
-            f"data/tasks/{filename} is stale: run `python -m qwenlab.tasks`"
+            f"data/tasks/{filename} is stale: run `python -m qwenlab.data tasks`"
     assert tasks.load_examples(tasks.tasks_dir() / "eval.jsonl") == tasks.splits()[1]
 
 
