@@ -136,10 +136,14 @@ def tokenize_pair(tokenizer, pair: dict) -> dict[str, list[int]]:
         full = tokenizer.apply_chat_template(pair["prompt"] + pair[side], tokenize=True,
                                              return_dict=True)["input_ids"]
         full = list(full)
-        if full[:len(prompt_ids)] != prompt_ids:
-            raise ValueError("the chat template renders the prompt differently with and "
-                             f"without the reply, so the completion cannot be located: {pair}")
-        completion = full[len(prompt_ids):]
+        if full[:len(prompt_ids)] == prompt_ids:
+            completion = full[len(prompt_ids):]
+        else:
+            # The reply's first characters merged with the prompt's last token (a sampled
+            # reply that starts with "\n" joins the "\n" of the generation prompt). Tokenize
+            # the reply on its own, as the model produced it: after the prompt's tokens.
+            content = pair[side][0]["content"] + "<|im_end|>"
+            completion = list(tokenizer(content, add_special_tokens=False)["input_ids"])
         if end not in completion:
             raise ValueError(f"the {side} completion has no <|im_end|>: {completion}")
         completion = completion[:completion.index(end) + 1]             # reply + <|im_end|>

@@ -331,3 +331,19 @@ def test_on_policy_pairs_are_reproducible_with_a_real_model(tok):
     a = dpo.sample_and_judge(policy, tok, examples, n=2, seed=5, max_new_tokens=6)
     b = dpo.sample_and_judge(policy, tok, examples, n=2, seed=5, max_new_tokens=6)
     assert a == b and all(len(replies) == 2 for replies, _ in a)
+
+
+def test_a_reply_that_merges_with_the_generation_prompt_is_tokenized_after_it():
+    from qwenlab import dpo, tasks
+    from qwenlab.tokenizer import load_course_tokenizer
+
+    tok = load_course_tokenizer()
+    ex = tasks.Example("sort", "Sort the digits: 0 9 2", "0 2 9")
+    pair = tasks.pair_record(ex, "0 2 9", "\nPHOLUS", "on_policy")
+    rows = dpo.tokenize_pair(tok, pair)
+    prompt = tok.apply_chat_template(ex.prompt_messages(), tokenize=True,
+                                     add_generation_prompt=True, return_dict=True)["input_ids"]
+    n = len(prompt)
+    assert rows["rejected_ids"][:n] == list(prompt)
+    assert tok.decode(rows["rejected_ids"][n:]) == "\nPHOLUS<|im_end|>"
+    assert rows["rejected_mask"] == [0] * n + [1] * (len(rows["rejected_ids"]) - n)
