@@ -44,7 +44,7 @@ import torch
 import torch.nn.functional as F
 
 from . import tasks
-from .train import cosine_lr, make_optimizer
+from .train import LRSchedule, make_optimizer, optimizer_step
 
 __all__ = ["DPOConfig", "DPOHistory", "batch_loss", "collate_pairs", "completion_logprobs",
            "dpo_loss", "freeze", "frozen_copy", "implicit_reward_stats", "kl_to_reference",
@@ -256,7 +256,7 @@ def kl_to_reference(policy, reference, tokenizer, examples: Sequence[tasks.Examp
 # --------------------------------------------------------------------------- training
 
 @dataclass
-class DPOConfig:
+class DPOConfig(LRSchedule):
     """The knobs of a DPO run. Defaults are sized for the tiny model on a CPU."""
     beta: float = 0.1               # strength of the KL leash to the reference
     max_steps: int = 100
@@ -278,16 +278,9 @@ class DPOConfig:
     seed: int = 0                    # seeds the batch order and the KL samples
 
     def __post_init__(self) -> None:
-        if self.max_steps <= 0 or self.batch_size <= 0:
-            raise ValueError("max_steps and batch_size must be positive")
-        if not 0 <= self.warmup_steps < self.max_steps:
-            raise ValueError(f"warmup_steps ({self.warmup_steps}) must be in [0, max_steps = "
-                             f"{self.max_steps})")
+        super().__post_init__()
         if self.beta <= 0:
             raise ValueError(f"beta must be positive, got {self.beta}")
-
-    def lr_at(self, step: int) -> float:
-        return cosine_lr(step, self.max_steps, self.warmup_steps, self.lr, self.min_lr)
 
 
 @dataclass
@@ -376,17 +369,11 @@ def train(policy, reference, tokenizer, pairs: Sequence[dict], cfg: DPOConfig,
     bar = tqdm(total=cfg.max_steps, desc=desc, disable=not progress, dynamic_ncols=True)
     for step in range(1, cfg.max_steps + 1):
         lr = cfg.lr_at(step - 1)
-        for group in optimizer.param_groups:
-            group["lr"] = lr
         idx = next(batches)
         batch = {k: v.to(device) for k, v in collate_pairs([rows[i] for i in idx], pad).items()}
         loss, chosen_r, rejected_r = batch_loss(policy, batch, ref_chosen[idx].to(device),
                                                 ref_rejected[idx].to(device), cfg)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        if cfg.grad_clip:
-            torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
-        optimizer.step()
+        optimizer_step(optimizer, params, loss, lr, cfg.grad_clip)
 
         history.step.append(step)
         history.lr.append(lr)

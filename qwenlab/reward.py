@@ -53,7 +53,7 @@ from torch import nn
 
 from .config import QwenConfig
 from .model import QwenForCausalLM, QwenModel
-from .train import cosine_lr, make_optimizer
+from .train import LRSchedule, make_optimizer, optimizer_step
 
 __all__ = ["RewardConfig", "RewardHistory", "RewardModel", "best_of_n", "bradley_terry_loss",
            "center_penalty", "collate_pairs", "last_token_index", "load", "pair_accuracy",
@@ -295,7 +295,7 @@ def best_of_n(policy: QwenForCausalLM, rm: RewardModel, tokenizer, examples: Seq
 # --------------------------------------------------------------------------- training
 
 @dataclass
-class RewardConfig:
+class RewardConfig(LRSchedule):
     """The knobs of a reward-model run. A step sees ``batch_size`` pairs (2 x rows)."""
     max_steps: int = 120             # the defaults are the CPU scale: ~30 s on one thread
     batch_size: int = 32
@@ -312,17 +312,6 @@ class RewardConfig:
     eval_every: int = 40             # steps between held-out pair accuracies (and at the end)
     seed: int = 0                    # seeds the order of the pairs
 
-    def __post_init__(self) -> None:
-        if self.max_steps <= 0 or self.batch_size <= 0:
-            raise ValueError("max_steps and batch_size must be positive")
-        if not 0 <= self.warmup_steps < self.max_steps:
-            raise ValueError(f"warmup_steps ({self.warmup_steps}) must be in [0, max_steps = "
-                             f"{self.max_steps})")
-        if self.min_lr > self.lr:
-            raise ValueError(f"min_lr ({self.min_lr}) is larger than lr ({self.lr})")
-
-    def lr_at(self, step: int) -> float:
-        return cosine_lr(step, self.max_steps, self.warmup_steps, self.lr, self.min_lr)
 
 
 @dataclass
@@ -398,16 +387,10 @@ def train(rm: RewardModel, tokenizer, pairs: Sequence[dict], cfg: RewardConfig,
         idx = next(batches)
         batch = collate_pairs([data[i][0] for i in idx], [data[i][1] for i in idx], pad)
         lr = cfg.lr_at(step)
-        for group in optimizer.param_groups:
-            group["lr"] = lr
         rewards = rm(batch["input_ids"].to(rm.device), batch["attention_mask"].to(rm.device))
         chosen, rejected = rewards.chunk(2)                                # (B,), (B,)
         loss = reward_loss(chosen, rejected, cfg.center_rewards_coefficient)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        if cfg.grad_clip:
-            torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
-        optimizer.step()
+        optimizer_step(optimizer, params, loss, lr, cfg.grad_clip)
 
         history.step.append(step + 1)
         history.lr.append(lr)

@@ -40,7 +40,7 @@ from dataclasses import dataclass, field
 import torch
 
 from .loss import IGNORE_INDEX, chunked_lm_loss
-from .train import cosine_lr, make_optimizer
+from .train import LRSchedule, make_optimizer, optimizer_step
 
 __all__ = ["IGNORE_INDEX", "SFTConfig", "SFTHistory", "assistant_mask", "batch_loss", "collate",
            "collate_packed", "length_grouped_batches", "pack", "packed_attention_mask",
@@ -261,7 +261,7 @@ def length_grouped_batches(lengths: Sequence[int], batch_size: int, generator: t
 # --------------------------------------------------------------------------- training
 
 @dataclass
-class SFTConfig:
+class SFTConfig(LRSchedule):
     """The knobs of an SFT run. A step trains on ``batch_size`` conversations."""
     max_steps: int = 600
     batch_size: int = 32
@@ -282,17 +282,6 @@ class SFTConfig:
     packing: bool = False           # pack each step's conversations into rows of seq_len
     seq_len: int = 256              # packed row length (packing only)
 
-    def __post_init__(self) -> None:
-        if self.max_steps <= 0 or self.batch_size <= 0:
-            raise ValueError("max_steps and batch_size must be positive")
-        if not 0 <= self.warmup_steps < self.max_steps:
-            raise ValueError(f"warmup_steps ({self.warmup_steps}) must be in [0, max_steps = "
-                             f"{self.max_steps})")
-        if self.min_lr > self.lr:
-            raise ValueError(f"min_lr ({self.min_lr}) is larger than lr ({self.lr})")
-
-    def lr_at(self, step: int) -> float:
-        return cosine_lr(step, self.max_steps, self.warmup_steps, self.lr, self.min_lr)
 
 
 @dataclass
@@ -363,14 +352,8 @@ def train(model, tokenizer, records: Sequence[dict], cfg: SFTConfig | None = Non
                                              cfg.group_by_length)
         batch = _make_batch([rows[i] for i in batches.pop(0)], cfg, pad)
         lr = cfg.lr_at(step)
-        for group in optimizer.param_groups:
-            group["lr"] = lr
         loss = batch_loss(model, batch)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        if cfg.grad_clip:
-            torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
-        optimizer.step()
+        optimizer_step(optimizer, params, loss, lr, cfg.grad_clip)
         tokens += int((batch["labels"][:, 1:] != IGNORE_INDEX).sum())
         slots += batch["input_ids"].numel()
         history.step.append(step + 1)

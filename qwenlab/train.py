@@ -153,8 +153,39 @@ def evaluate(model: QwenForCausalLM, batches: list[torch.Tensor]) -> float:
 
 # --------------------------------------------------------------------------- configuration
 
+class LRSchedule:
+    """What every training config of the course shares (pretraining, SFT, reward model, DPO):
+    ``max_steps``, ``batch_size``, ``warmup_steps``, ``lr`` and ``min_lr``, checked when the
+    config is made, and the learning rate of each step (``cosine_lr``)."""
+
+    def __post_init__(self) -> None:
+        if self.max_steps <= 0 or self.batch_size <= 0:
+            raise ValueError("max_steps and batch_size must be positive")
+        if not 0 <= self.warmup_steps < self.max_steps:
+            raise ValueError(f"warmup_steps ({self.warmup_steps}) must be in [0, max_steps = "
+                             f"{self.max_steps})")
+        if self.min_lr > self.lr:
+            raise ValueError(f"min_lr ({self.min_lr}) is larger than lr ({self.lr})")
+
+    def lr_at(self, step: int) -> float:
+        return cosine_lr(step, self.max_steps, self.warmup_steps, self.lr, self.min_lr)
+
+
+def optimizer_step(optimizer: torch.optim.Optimizer, params: list[torch.Tensor],
+                   loss: torch.Tensor, lr: float, grad_clip: float | None) -> None:
+    """One update: set the learning rate, backpropagate ``loss``, scale all gradients by
+    ``min(1, grad_clip / global norm)`` (when ``grad_clip``), step."""
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    if grad_clip:
+        torch.nn.utils.clip_grad_norm_(params, grad_clip)
+    optimizer.step()
+
+
 @dataclass
-class TrainConfig:
+class TrainConfig(LRSchedule):
     """The knobs of a pretraining run. Every token count is ``batch_size * seq_len`` per step."""
     max_steps: int = 200
     batch_size: int = 16
@@ -175,18 +206,11 @@ class TrainConfig:
     def __post_init__(self) -> None:
         if self.max_steps <= 0 or self.batch_size <= 0 or self.seq_len < 2:
             raise ValueError("max_steps and batch_size must be positive and seq_len at least 2")
-        if not 0 <= self.warmup_steps < self.max_steps:
-            raise ValueError(f"warmup_steps ({self.warmup_steps}) must be in [0, max_steps = "
-                             f"{self.max_steps})")
-        if self.min_lr > self.lr:
-            raise ValueError(f"min_lr ({self.min_lr}) is larger than lr ({self.lr})")
+        super().__post_init__()
 
     @property
     def tokens_per_step(self) -> int:
         return self.batch_size * self.seq_len
-
-    def lr_at(self, step: int) -> float:
-        return cosine_lr(step, self.max_steps, self.warmup_steps, self.lr, self.min_lr)
 
 
 # Fields that may change between an interrupted run and its resumption without changing
@@ -457,15 +481,9 @@ def train(model: QwenForCausalLM, train_stream: torch.Tensor, cfg: TrainConfig,
     postfix: dict[str, str] = {}
     while step < end:
         lr = cfg.lr_at(step)
-        for group in optimizer.param_groups:
-            group["lr"] = lr
         ids = next(batches).to(device)                               # (B, T)
         loss = model(ids, labels=ids, return_logits=False).loss
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        if cfg.grad_clip:  # all gradients times min(1, grad_clip / global norm)
-            torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
-        optimizer.step()
+        optimizer_step(optimizer, params, loss, lr, cfg.grad_clip)
         step += 1
 
         history.step.append(step)
