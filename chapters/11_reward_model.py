@@ -71,9 +71,10 @@ torch.set_num_threads(1)   # one thread: bit-for-bit repeatable training, and no
 
 # %% [markdown]
 # The reward model starts from the **SFT model** of the course pipeline (`qwenlab.recipe`,
-# chapter 14): the tiny Qwen pretrained in chapter 09 (on plays mixed with plain-text task
-# demonstrations) and fine-tuned on the checkable tasks in chapter 10. `load_stage` builds it on first use (a few minutes on a CPU, once) and loads it
-# from `data/prepared/` after that.
+# chapter 14): the tiny Qwen pretrained with chapter 09's loop (on filtered plays mixed with
+# plain-text task demonstrations) and fine-tuned on the checkable tasks as in chapter 10.
+# `load_stage` builds it on first use (a few minutes on a CPU, once) and loads it from
+# `data/prepared/` after that.
 
 # %%
 # NBVAL_IGNORE_OUTPUT

@@ -73,8 +73,8 @@ torch.set_num_threads(1)
 
 # %% [markdown]
 # The starting point is the **SFT model** of the course pipeline (`qwenlab.recipe`, chapter
-# 14): pretrained on filtered Shakespeare mixed with plain-text task demonstrations
-# (chapter 09), fine-tuned on the eight checkable task families (chapter 10). The first call
+# 14): pretrained with chapter 09's loop on filtered Shakespeare mixed with plain-text task
+# demonstrations, fine-tuned on the eight checkable task families (chapter 10). The first call
 # builds it (a few minutes, once) and caches it under `data/prepared/`; later calls load it.
 
 # %%
