@@ -149,20 +149,13 @@ def _digest_file(path: Path) -> str:
 def save_model(model: torch.nn.Module, path: Path, kind: str = "causal_lm") -> str:
     """Save a stage's model as safetensors (atomically), with its config and a digest of its
     tensors in the metadata; return the digest."""
-    from safetensors.torch import save_file
-
-    from qwenlab.train import _digest, _model_tensors
+    from qwenlab.train import _digest, _model_tensors, write_safetensors
 
     tensors = {k: v.detach().cpu().contiguous() for k, v in _model_tensors(model).items()}
-    config = model.config if hasattr(model, "config") else model.backbone.config
-    meta = {"kind": kind, "config": json.dumps(dataclasses.asdict(config)),
+    meta = {"kind": kind, "config": json.dumps(dataclasses.asdict(model.config)),
             "sha256": _digest(tensors)}
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    save_file(tensors, str(tmp), metadata=meta)
-    with open(tmp, "rb+") as f:
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    write_safetensors(tensors, path, meta)
     return meta["sha256"]
 
 
@@ -260,24 +253,37 @@ class Recipe:
         change in how ``qwenlab.tasks`` generates them makes the stages stale."""
         import hashlib
 
-        if "task_digest" not in self._cache:
+        def digest() -> str:
             train, evals = self.task_splits()
             blob = json.dumps([[dataclasses.astuple(e) for e in train],
                                [dataclasses.astuple(e) for e in evals],
                                tasks.preference_pairs(train, self.seed)])
-            self._cache["task_digest"] = hashlib.sha256(blob.encode()).hexdigest()
-        return self._cache["task_digest"]
+            return hashlib.sha256(blob.encode()).hexdigest()
+
+        return self._cached("task_digest", digest)
+
+    def _cached(self, key: str, make):
+        """``make()``, computed once per Recipe: the tokenizer, corpora, splits and the
+        held-out stream are read by every stage and every evaluation."""
+        if key not in self._cache:
+            self._cache[key] = make()
+        return self._cache[key]
+
+    def _key(self, stage: str) -> dict:
+        """The settings and inputs of a stage, as they read back from JSON."""
+        return json.loads(json.dumps({"settings": self.settings_of(stage),
+                                      "inputs": self._inputs(stage)}))
 
     def is_complete(self, stage: str) -> bool:
         """Done, intact, computed with the current settings and from the current output of
         the stages it read."""
         rec = self.record(stage)
-        if rec is None or rec.get("settings") != json.loads(json.dumps(self.settings_of(stage))):
+        if rec is None:
             return False
         try:
-            if rec["output"] != self._output_digest(stage):
-                return False
-            return rec["inputs"] == self._inputs(stage)
+            key = self._key(stage)
+            return (rec.get("settings") == key["settings"] and rec["inputs"] == key["inputs"]
+                    and rec["output"] == self._output_digest(stage))
         except (StageError, TypeError, KeyError):
             return False
 
@@ -298,8 +304,7 @@ class Recipe:
         checkpoints); wipe what an attempt with other settings or inputs left."""
         import shutil
 
-        key = {"settings": self.settings_of(stage), "inputs": self._inputs(stage)}
-        key = json.loads(json.dumps(key))
+        key = self._key(stage)
         folder = self.stage_dir(stage)
         marker = folder / "attempt.json"
         if folder.is_dir():
@@ -321,35 +326,40 @@ class Recipe:
 
     # ------------------------------------------------------------------ shared inputs
     def tokenizer(self):
-        if "tokenizer" not in self._cache:
-            from qwenlab.tokenizer import load_course_tokenizer
+        from qwenlab.tokenizer import load_course_tokenizer
 
-            self._cache["tokenizer"] = load_course_tokenizer()
-        return self._cache["tokenizer"]
+        return self._cached("tokenizer", load_course_tokenizer)
 
     def task_splits(self) -> tuple[list[tasks.Example], list[tasks.Example]]:
         d = self.settings["data"]
-        return tasks.splits(d["n_train"], d["n_eval"], seed=self.seed)
+        return self._cached("splits", lambda: tasks.splits(d["n_train"], d["n_eval"],
+                                                           seed=self.seed))
 
     def heldout_stream(self) -> torch.Tensor:
         from qwenlab import quality as Q
         from qwenlab import train as qtrain
 
-        plays, _, _ = self._corpora()
-        order = random.Random(self.seed).sample(range(len(plays)), len(plays))
-        chunks = [c for i in order[:HELDOUT_PLAYS]
-                  for c in Q.chunk_text(plays[i]["text"], self.settings["data"]["chunk_words"])
-                  if c.strip()]
-        random.Random(self.seed + 1).shuffle(chunks)
-        return qtrain.tokenize_texts(chunks, self.tokenizer())
+        def stream() -> torch.Tensor:
+            plays, _, _ = self._corpora()
+            order = random.Random(self.seed).sample(range(len(plays)), len(plays))
+            chunks = [c for i in order[:HELDOUT_PLAYS]
+                      for c in Q.chunk_text(plays[i]["text"], self.settings["data"]["chunk_words"])
+                      if c.strip()]
+            random.Random(self.seed + 1).shuffle(chunks)
+            return qtrain.tokenize_texts(chunks, self.tokenizer())
+
+        return self._cached("heldout", stream)
 
     def _corpora(self):
         from qwenlab import data as qdata
 
-        needed = ("plays", "markov", "junk")
-        if not all(qdata.corpus_path(n).is_file() for n in needed):
-            qdata.prepare(needed, verbose=self.progress)
-        return tuple(qdata.load_corpus(n) for n in needed)
+        def read():
+            needed = ("plays", "markov", "junk")
+            if not all(qdata.corpus_path(n).is_file() for n in needed):
+                qdata.prepare(needed, verbose=self.progress)
+            return tuple(qdata.load_corpus(n) for n in needed)
+
+        return self._cached("corpora", read)
 
     def model_config(self) -> QwenConfig:
         """The dense model of this scale, or (``moe``) an MoE model with the same active

@@ -183,10 +183,12 @@ def check(example: Example, response: str) -> bool:
             got = json.loads(response)
         except ValueError:
             return False
-        return isinstance(got, dict) and got == json.loads(example.answer) and all(
-            type(got[k]) is type(v) for k, v in json.loads(example.answer).items())
+        want = json.loads(example.answer)
+        return isinstance(got, dict) and got == want and all(
+            type(got[k]) is type(v) for k, v in want.items())
     if example.task in ("sort", "add", "count", "convert", "compare"):
-        return _ints(response) is not None and _ints(response) == _ints(example.answer)
+        got = _ints(response)
+        return got is not None and got == _ints(example.answer)
     return response.split() == example.answer.split()
 
 

@@ -299,7 +299,6 @@ def save_checkpoint(folder: str | os.PathLike, model: QwenForCausalLM,
     verified, and only then renamed (``os.replace`` is atomic within a file system). Older
     checkpoints beyond ``cfg.keep_checkpoints`` are removed after the new one is in place.
     """
-    from safetensors.torch import save_file
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
@@ -319,18 +318,29 @@ def save_checkpoint(folder: str | os.PathLike, model: QwenForCausalLM,
             "model_config": dataclasses.asdict(model.config), "history": history.to_dict(),
             "param_groups": groups, "sha256": _digest(tensors)}
     final = _checkpoint_path(folder, step)
-    tmp = folder / f".{final.name}.tmp"
+    write_safetensors(tensors, final, {"qwenlab": json.dumps(meta)}, verify=_read_checkpoint)
+    _prune(folder, cfg.keep_checkpoints)
+    return final
+
+
+def write_safetensors(tensors: dict[str, torch.Tensor], path: Path, metadata: dict[str, str],
+                      verify=None) -> None:
+    """Write ``path`` atomically: to a temporary name in the same folder, flushed to disk,
+    checked with ``verify(tmp_path)`` when given (a bad write raises before the rename), then
+    renamed (``os.replace`` is atomic within a file system). A reader never sees half a file."""
+    from safetensors.torch import save_file
+
+    tmp = path.with_name(f".{path.name}.tmp")
     try:
-        save_file(tensors, str(tmp), metadata={"qwenlab": json.dumps(meta)})
-        with open(tmp, "rb+") as f:   # make sure the bytes are on disk before the rename
+        save_file(tensors, str(tmp), metadata=metadata)
+        with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
-        _read_checkpoint(tmp)          # verify: a bad write raises here, before the rename
-        os.replace(tmp, final)
+        if verify is not None:
+            verify(tmp)
+        os.replace(tmp, path)
     finally:
         if tmp.exists():
             tmp.unlink()
-    _prune(folder, cfg.keep_checkpoints)
-    return final
 
 
 def _prune(folder: Path, keep: int) -> None:

@@ -76,6 +76,20 @@ def _scores(fn: Callable, texts: list[str]) -> torch.Tensor:
     return torch.tensor([float(fn(t)) for t in texts], dtype=torch.float64)
 
 
+def _diagnose(out: torch.Tensor, expected: torch.Tensor, mistakes: dict, texts: list[str]
+              ) -> str | None:
+    """The named mistake ``out`` reproduces, else the first text scored wrong, else None."""
+    problem = first_match(out, mistakes, atol=1e-9)
+    if problem:
+        return problem
+    bad = (out - expected).abs() > 1e-9
+    if bad.any():
+        i = int(bad.nonzero()[0])
+        return (f"for the text {texts[i][:40]!r}... you return {out[i].item():.4f}, "
+                f"expected {expected[i].item():.4f}")
+    return None
+
+
 def check_toy_quality_score(fn: Callable) -> CheckResult:
     """``fn(text)`` -> the toy quality score in [0, 1]."""
 
@@ -106,15 +120,7 @@ def check_toy_quality_score(fn: Callable) -> CheckResult:
             "unique lines":
                 _scores(lambda t: v(t, weights=(0.3, 0.4, 0.3)), texts),
         }
-        problem = first_match(out, mistakes, atol=1e-9)
-        if problem:
-            return problem
-        bad = (out - expected).abs() > 1e-9
-        if bad.any():
-            i = int(bad.nonzero()[0])
-            return (f"for the text {texts[i][:40]!r}... you return {out[i].item():.4f}, "
-                    f"expected {expected[i].item():.4f}")
-        return None
+        return _diagnose(out, expected, mistakes, texts)
 
     return grade("toy_quality_score", fn, trial,
                  hint="0.1 for len(text) < 20 or no words; else 0.4 * distinct/words + "
@@ -165,15 +171,7 @@ def check_gated_quality_score(fn: Callable) -> CheckResult:
             "a text that fails gets 0.1 (the toy score's floor); a filtered-out text is worth "
             "nothing: 0.0": torch.where(passed, toy, 0.1),
         }
-        problem = first_match(out, mistakes, atol=1e-9)
-        if problem:
-            return problem
-        bad = (out - expected).abs() > 1e-9
-        if bad.any():
-            i = int(bad.nonzero()[0])
-            return (f"for the text {texts[i][:40]!r}... you return {out[i].item():.4f}, "
-                    f"expected {expected[i].item():.4f}")
-        return None
+        return _diagnose(out, expected, mistakes, texts)
 
     return grade("gated_quality_score", fn, trial,
                  hint="toy_quality_score(text) if heuristic_filter(text).passed else 0.0",
